@@ -1,0 +1,2 @@
+//! tickwire-client: see docs/architecture.md.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! tickwire-core: see docs/architecture.md.
+#![forbid(unsafe_code)]

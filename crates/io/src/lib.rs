@@ -1,0 +1,1 @@
+//! tickwire-io: see docs/architecture.md.

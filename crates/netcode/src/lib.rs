@@ -1,0 +1,2 @@
+//! tickwire-netcode: see docs/architecture.md.
+#![forbid(unsafe_code)]

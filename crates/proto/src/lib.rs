@@ -1,0 +1,2 @@
+//! tickwire-proto: see docs/architecture.md.
+#![forbid(unsafe_code)]

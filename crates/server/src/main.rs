@@ -1,0 +1,3 @@
+//! tickwire: the dedicated server binary.
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,2 @@
+//! tickwire-sim: see docs/architecture.md.
+#![forbid(unsafe_code)]

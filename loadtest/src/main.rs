@@ -1,0 +1,3 @@
+//! tickwire-loadtest.
+#![forbid(unsafe_code)]
+fn main() {}
