@@ -62,8 +62,7 @@ impl Blocking {
         let slots = cfg
             .max_events
             .saturating_mul(4)
-            .max(RX_QUEUE_MIN)
-            .min(RX_QUEUE_MAX);
+            .clamp(RX_QUEUE_MIN, RX_QUEUE_MAX);
         let batch = cfg.max_events.min(TAKE_BATCH_MAX);
         Ok(Blocking {
             shared: Arc::new(Shared {

@@ -19,6 +19,7 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::raw::{c_int, c_uint};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::Arc;
@@ -152,7 +153,7 @@ impl Epoll {
             libc::SYS_epoll_pwait2,
             self.epfd.as_raw_fd(),
             self.events.as_mut_ptr(),
-            self.events.len() as libc::c_int,
+            self.events.len() as c_int,
             &ts as *const KernelTimespec,
             ptr::null::<libc::sigset_t>(),
             0usize
@@ -163,12 +164,12 @@ impl Epoll {
     fn wait_millis(&mut self, left: Duration) -> io::Result<usize> {
         // Round up so that the wait never ends before the deadline.
         let ms = (left.as_nanos() + 999_999) / 1_000_000;
-        let ms = ms.min(libc::c_int::MAX as u128) as libc::c_int;
+        let ms = ms.min(c_int::MAX as u128) as c_int;
         // SAFETY: `events` is valid for `events.len()` entries.
         let n = syscall!(epoll_wait(
             self.epfd.as_raw_fd(),
             self.events.as_mut_ptr(),
-            self.events.len() as libc::c_int,
+            self.events.len() as c_int,
             ms
         ))?;
         Ok(n as usize)
@@ -397,7 +398,7 @@ impl RecvBatch {
         let n = syscall!(recvmmsg(
             fd,
             self.msgs.as_mut_ptr(),
-            want as libc::c_uint,
+            want as c_uint,
             libc::MSG_DONTWAIT as _,
             ptr::null_mut()
         ))?;
@@ -515,7 +516,7 @@ impl SendBatch {
             let res = syscall!(sendmmsg(
                 fd,
                 unsafe { self.msgs.as_mut_ptr().add(i) },
-                (n - i) as libc::c_uint,
+                (n - i) as c_uint,
                 0
             ));
             match res {

@@ -14,6 +14,7 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::raw::c_int;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::ptr;
@@ -102,7 +103,7 @@ impl Select {
     }
 
     /// One non-blocking `recvmsg` into the receive buffer: (length, msg_flags, address length).
-    fn recv_one(&mut self, fd: RawFd) -> io::Result<(usize, libc::c_int, libc::socklen_t)> {
+    fn recv_one(&mut self, fd: RawFd) -> io::Result<(usize, c_int, libc::socklen_t)> {
         let mut iov = libc::iovec {
             iov_base: self.rx_buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: self.rx_buf.len(),

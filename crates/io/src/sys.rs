@@ -4,6 +4,7 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::raw::c_int;
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 
 /// Calls a libc function and turns its `-1` return into `io::Error::last_os_error()` (mio's
@@ -89,7 +90,7 @@ pub(crate) fn raw_to_socket_addr(
     len: libc::socklen_t,
 ) -> Option<SocketAddr> {
     let len = len as usize;
-    match storage.ss_family as libc::c_int {
+    match storage.ss_family as c_int {
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the kernel wrote a sockaddr_in, which fits in (and is no
             // more aligned than) sockaddr_storage.
@@ -153,7 +154,7 @@ pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpS
     target_os = "openbsd",
     target_os = "illumos"
 ))]
-fn new_udp_socket(domain: libc::c_int) -> io::Result<UdpSocket> {
+fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
     let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: no pointers are passed.
     let fd = syscall!(socket(domain, ty, 0))?;
@@ -170,7 +171,7 @@ fn new_udp_socket(domain: libc::c_int) -> io::Result<UdpSocket> {
     target_os = "openbsd",
     target_os = "illumos"
 )))]
-fn new_udp_socket(domain: libc::c_int) -> io::Result<UdpSocket> {
+fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
     // SAFETY: no pointers are passed.
     let fd = syscall!(socket(domain, libc::SOCK_DGRAM, 0))?;
     // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
@@ -185,15 +186,15 @@ fn new_udp_socket(domain: libc::c_int) -> io::Result<UdpSocket> {
 /// Requests `SO_RCVBUF` and `SO_SNDBUF` of `bytes`; errors are ignored (the kernel caps the
 /// value at `net.core.rmem_max`/`wmem_max` anyway).
 pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
-    let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    let value = bytes.min(c_int::MAX as usize) as c_int;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
         let _ = syscall!(setsockopt(
             fd,
             libc::SOL_SOCKET,
             opt,
-            &value as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t
+            &value as *const c_int as *const libc::c_void,
+            mem::size_of::<c_int>() as libc::socklen_t
         ));
     }
 }

@@ -1,0 +1,66 @@
+//! Dropping a backend closes every fd it opened. Its own test binary, with one test, so that no
+//! other test opens or closes fds while this one counts them.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{localhost, models, open_model, recv_n};
+use tickwire_io::Config;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The fd count once it has been the same twice in a row (robust against a harness thread
+/// opening something for a moment).
+fn settled_fds() -> usize {
+    let mut last = open_fds();
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(10));
+        let now = open_fds();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[test]
+fn dropping_a_backend_closes_every_fd() {
+    for model in models() {
+        let before = settled_fds();
+        {
+            let mut io = open_model(model, &Config::default());
+            let mut ids = Vec::new();
+            for _ in 0..10 {
+                ids.push(io.bind(localhost()).unwrap());
+            }
+            assert!(open_fds() >= before + 10, "{}", model);
+            let to = io.local_addr(ids[9]).unwrap();
+            io.send(ids[0], to, b"bye").unwrap();
+            io.flush().unwrap();
+            assert_eq!(
+                recv_n(&mut *io, 1, Duration::from_secs(5)).len(),
+                1,
+                "{}",
+                model
+            );
+            let waker = io.waker();
+            waker.wake().unwrap();
+            drop(waker);
+            io.poll(Instant::now(), &mut |_, _, _| {}).unwrap();
+        }
+        let after = settled_fds();
+        assert_eq!(
+            after,
+            before,
+            "{}: {} fds leaked",
+            model,
+            after as isize - before as isize
+        );
+    }
+}
