@@ -1,0 +1,251 @@
+//! The connect-token private key file (`auth.key_file`): exactly 32 raw bytes.
+//!
+//! `serve` calls [`load_or_create`]: an existing file is read (and must be 32 bytes); a missing
+//! one is created with a random key (OS RNG), mode 0600 on Unix, and its path logged at info.
+//! `token` and `check-config` call [`load`] / [`check`], which never create anything.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Key length in bytes (netcode 1.02 uses a 32-byte ChaCha20-Poly1305 key).
+pub const KEY_BYTES: usize = 32;
+
+/// What went wrong with the key file.
+#[derive(Debug)]
+pub enum KeyFileError {
+    /// The file could not be read (or its metadata could not be queried).
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file exists but is not 32 bytes long.
+    WrongLength {
+        /// The key file.
+        path: PathBuf,
+        /// Its actual length in bytes.
+        len: u64,
+    },
+    /// A missing file could not be created or written.
+    Create {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The OS random number generator failed.
+    Random(getrandom::Error),
+}
+
+impl fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFileError::Read { path, source } => {
+                write!(f, "cannot read key file {}: {source}", path.display())
+            }
+            KeyFileError::WrongLength { path, len } => write!(
+                f,
+                "key file {} is {len} bytes long; it must hold exactly {KEY_BYTES} raw bytes \
+                 (delete it to have a new random key created)",
+                path.display()
+            ),
+            KeyFileError::Create { path, source } => {
+                write!(f, "cannot create key file {}: {source}", path.display())
+            }
+            KeyFileError::Random(e) => write!(f, "cannot generate a random key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyFileError::Read { source, .. } | KeyFileError::Create { source, .. } => Some(source),
+            KeyFileError::WrongLength { .. } | KeyFileError::Random(_) => None,
+        }
+    }
+}
+
+/// State of a key file, as seen by [`check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFileStatus {
+    /// The file exists and holds 32 bytes.
+    Present,
+    /// The file does not exist; `serve` will create it.
+    Missing,
+}
+
+/// Reads the 32-byte key at `path`; errors when it is missing or has the wrong length.
+pub fn load(path: &Path) -> Result<[u8; KEY_BYTES], KeyFileError> {
+    let read_err = |source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    // Check the size first so a huge file named by mistake is never read into memory.
+    let len = fs::metadata(path).map_err(read_err)?.len();
+    if len != KEY_BYTES as u64 {
+        return Err(KeyFileError::WrongLength {
+            path: path.to_owned(),
+            len,
+        });
+    }
+    let bytes = fs::read(path).map_err(read_err)?;
+    <[u8; KEY_BYTES]>::try_from(bytes.as_slice()).map_err(|_| KeyFileError::WrongLength {
+        path: path.to_owned(),
+        len: bytes.len() as u64,
+    })
+}
+
+/// Reports whether `path` holds a valid key or is missing, without creating anything.
+pub fn check(path: &Path) -> Result<KeyFileStatus, KeyFileError> {
+    match load(path) {
+        Ok(_) => Ok(KeyFileStatus::Present),
+        Err(KeyFileError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(KeyFileStatus::Missing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the key at `path`, or creates the file with a fresh random key (mode 0600 on Unix,
+/// never overwriting: `create_new`) when it does not exist, logging the path at info.
+pub fn load_or_create(path: &Path) -> Result<[u8; KEY_BYTES], KeyFileError> {
+    match load(path) {
+        Err(KeyFileError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        other => {
+            if other.is_ok() {
+                warn_if_readable_by_others(path);
+            }
+            return other;
+        }
+    }
+    let mut key = [0u8; KEY_BYTES];
+    getrandom::fill(&mut key).map_err(KeyFileError::Random)?;
+    match create_new(path, &key) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "created a new random connect-token key file");
+            Ok(key)
+        }
+        // Lost a race with another process creating it: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load(path),
+        Err(source) => Err(KeyFileError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn create_new(path: &Path, key: &[u8; KEY_BYTES]) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    let written = file.write_all(key).and_then(|()| file.sync_all());
+    if written.is_err() {
+        // Do not leave a short key behind: the next start would refuse it.
+        let _ = fs::remove_file(path);
+    }
+    written
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:04o}"),
+                    "key file is readable by group/others; chmod 600 it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tickwire-keyfile-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn creates_when_missing_then_reads_back() {
+        let dir = temp_dir("create");
+        let path = dir.join("tickwire.key");
+        assert_eq!(check(&path).unwrap(), KeyFileStatus::Missing);
+        let key = load_or_create(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), key);
+        assert_ne!(key, [0u8; KEY_BYTES], "random key should not be all zeros");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(load_or_create(&path).unwrap(), key);
+        assert_eq!(load(&path).unwrap(), key);
+        assert_eq!(check(&path).unwrap(), KeyFileStatus::Present);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reads_existing_key() {
+        let dir = temp_dir("existing");
+        let path = dir.join("k");
+        let key: [u8; KEY_BYTES] = std::array::from_fn(|i| i as u8);
+        fs::write(&path, key).unwrap();
+        assert_eq!(load_or_create(&path).unwrap(), key);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wrong_length_names_path_and_length() {
+        let dir = temp_dir("wrong");
+        let path = dir.join("short.key");
+        fs::write(&path, [1u8; 31]).unwrap();
+        let e = load_or_create(&path).unwrap_err();
+        assert!(matches!(e, KeyFileError::WrongLength { len: 31, .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("short.key") && msg.contains("31 bytes"),
+            "{msg}"
+        );
+        fs::write(&path, [1u8; 33]).unwrap();
+        assert!(matches!(
+            check(&path),
+            Err(KeyFileError::WrongLength { len: 33, .. })
+        ));
+        // The bad file is left alone, never overwritten.
+        assert_eq!(fs::read(&path).unwrap().len(), 33);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_directory_is_a_create_error() {
+        let dir = temp_dir("nodir");
+        let path = dir.join("no/such/dir/k");
+        let e = load_or_create(&path).unwrap_err();
+        assert!(matches!(e, KeyFileError::Create { .. }), "{e}");
+        assert!(e.to_string().contains("no/such/dir/k"));
+        assert!(matches!(load(&path), Err(KeyFileError::Read { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
