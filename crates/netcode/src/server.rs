@@ -1,0 +1,827 @@
+//! The sans-IO netcode server: connection requests, challenge/response, sessions, keep-alives,
+//! timeouts, replay protection. Time comes in as `Now`; packets go out through `tx`.
+//!
+//! Per-packet work does not allocate: the session table, pending-handshake table, connect
+//! token history and address maps are sized in `Server::new`, and decryption happens in a
+//! scratch buffer owned by the server (payload events borrow it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::packet::{self, Header, Packet, PacketType, CHALLENGE_BODY_BYTES};
+use crate::replay::ReplayProtection;
+use crate::token::{
+    decrypt_challenge_token, encrypt_challenge_token, ConnectTokenPrivate, CHALLENGE_TOKEN_BYTES,
+    CONNECT_TOKEN_NONCE_BYTES,
+};
+use crate::{
+    DenyReason, DisconnectReason, DropReason, Key, Now, ServerStats, CONNECT_TOKEN_PRIVATE_BYTES,
+    MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES, USER_DATA_BYTES,
+};
+
+/// Keep-alive / send interval (10 Hz, as netcode.c).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(100);
+/// Redundant disconnect packets sent on a deliberate disconnect (as netcode.c).
+pub const NUM_DISCONNECT_PACKETS: usize = 10;
+/// Sequence of the first packet sent outside a session (challenge, denied): the high bit keeps
+/// these nonces apart from the session's own sequence under the same key (as netcode.c).
+const GLOBAL_SEQUENCE_START: u64 = 1 << 63;
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Application protocol id; requests with another id are dropped.
+    pub protocol_id: u64,
+    /// Key shared with the web backend that issues connect tokens.
+    pub private_key: Key,
+    /// Client slots.
+    pub max_clients: usize,
+    /// The addresses clients reach this server at; a token must list one of them. An entry
+    /// with an unspecified IP (0.0.0.0 or ::) matches any token address with the same port.
+    pub public_addrs: Vec<SocketAddr>,
+}
+
+/// Why `send_payload` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// No connected client in that slot (or, client side, not connected).
+    NotConnected,
+    /// Payload over `MAX_PAYLOAD_BYTES`.
+    TooLarge,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::NotConnected => f.write_str("not connected"),
+            SendError::TooLarge => write!(f, "payload larger than {MAX_PAYLOAD_BYTES} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What the server reports from `handle_packet` and `update`.
+#[derive(Debug)]
+pub enum ServerEvent<'a> {
+    /// A client completed the handshake and occupies slot `client`.
+    Connected {
+        /// Slot index.
+        client: usize,
+        /// Client id from the connect token.
+        client_id: u64,
+        /// Client address.
+        addr: SocketAddr,
+        /// User data from the connect token.
+        user_data: &'a [u8; USER_DATA_BYTES],
+    },
+    /// A payload from a connected client (borrowed from the server's decrypt scratch).
+    Payload {
+        /// Slot index.
+        client: usize,
+        /// Payload bytes (1..=1200).
+        data: &'a [u8],
+    },
+    /// A session ended (not reported for `disconnect`/`disconnect_all`: the caller knows).
+    Disconnected {
+        /// Slot index.
+        client: usize,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Connected(usize),
+    Pending(usize),
+}
+
+struct Session {
+    connected: bool,
+    confirmed: bool,
+    client_id: u64,
+    addr: SocketAddr,
+    user_data: [u8; USER_DATA_BYTES],
+    c2s: Key,
+    s2c: Key,
+    timeout: Option<Duration>,
+    sequence: u64,
+    last_recv: Duration,
+    last_send: Duration,
+    replay: ReplayProtection,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    in_use: bool,
+    addr: SocketAddr,
+    c2s: Key,
+    s2c: Key,
+    timeout_secs: i32,
+    expire_unix_secs: u64,
+    last_recv: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct TokenEntry {
+    used: bool,
+    mac: [u8; 16],
+    addr: SocketAddr,
+    time: Duration,
+}
+
+fn timeout_of(secs: i32) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs as u64))
+}
+
+impl Pending {
+    fn expired(&self, now: Now) -> bool {
+        if now.unix_secs >= self.expire_unix_secs {
+            return true;
+        }
+        match timeout_of(self.timeout_secs) {
+            Some(t) => now.mono >= self.last_recv.saturating_add(t),
+            None => false,
+        }
+    }
+}
+
+/// Passes a datagram to `tx` and counts it.
+fn emit(stats: &mut ServerStats, tx: &mut dyn FnMut(SocketAddr, &[u8]), to: SocketAddr, b: &[u8]) {
+    stats.packets_out += 1;
+    stats.bytes_out += b.len() as u64;
+    tx(to, b);
+}
+
+/// The netcode.io 1.02 server state machine.
+pub struct Server {
+    protocol_id: u64,
+    private_key: Key,
+    challenge_key: Key,
+    public_addrs: Vec<SocketAddr>,
+    accepting: bool,
+    sessions: Vec<Session>,
+    connected: usize,
+    pending: Vec<Pending>,
+    token_entries: Vec<TokenEntry>,
+    by_addr: HashMap<SocketAddr, Slot>,
+    by_id: HashMap<u64, usize>,
+    challenge_sequence: u64,
+    global_sequence: u64,
+    stats: ServerStats,
+    rx: Box<[u8; MAX_PACKET_BYTES]>,
+    tx: Box<[u8; MAX_PACKET_BYTES]>,
+    private_scratch: Box<[u8; CONNECT_TOKEN_PRIVATE_BYTES]>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("protocol_id", &self.protocol_id)
+            .field("max_clients", &self.sessions.len())
+            .field("connected", &self.connected)
+            .field("accepting", &self.accepting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Creates a server with a fresh random challenge key; all tables are allocated here.
+    pub fn new(cfg: ServerConfig) -> Self {
+        Self::with_challenge_key(cfg, crate::random_key())
+    }
+
+    fn with_challenge_key(cfg: ServerConfig, challenge_key: Key) -> Self {
+        let max = cfg.max_clients;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let sessions = (0..max)
+            .map(|_| Session {
+                connected: false,
+                confirmed: false,
+                client_id: 0,
+                addr: unspecified,
+                user_data: [0; USER_DATA_BYTES],
+                c2s: [0; 32],
+                s2c: [0; 32],
+                timeout: None,
+                sequence: 0,
+                last_recv: Duration::ZERO,
+                last_send: Duration::ZERO,
+                replay: ReplayProtection::default(),
+            })
+            .collect();
+        let pending_cap = (max * 4).max(16);
+        let pending = vec![
+            Pending {
+                in_use: false,
+                addr: unspecified,
+                c2s: [0; 32],
+                s2c: [0; 32],
+                timeout_secs: 0,
+                expire_unix_secs: 0,
+                last_recv: Duration::ZERO,
+            };
+            pending_cap
+        ];
+        let token_entries = vec![
+            TokenEntry {
+                used: false,
+                mac: [0; 16],
+                addr: unspecified,
+                time: Duration::ZERO
+            };
+            (max * 8).max(64)
+        ];
+        Self {
+            protocol_id: cfg.protocol_id,
+            private_key: cfg.private_key,
+            challenge_key,
+            public_addrs: cfg.public_addrs,
+            accepting: true,
+            sessions,
+            connected: 0,
+            pending,
+            token_entries,
+            // Twice the live maximum, so churn rehashes in place instead of growing.
+            by_addr: HashMap::with_capacity(2 * (max + pending_cap)),
+            by_id: HashMap::with_capacity(2 * max),
+            challenge_sequence: 0,
+            global_sequence: GLOBAL_SEQUENCE_START,
+            stats: ServerStats::default(),
+            rx: Box::new([0; MAX_PACKET_BYTES]),
+            tx: Box::new([0; MAX_PACKET_BYTES]),
+            private_scratch: Box::new([0; CONNECT_TOKEN_PRIVATE_BYTES]),
+        }
+    }
+
+    fn drop_packet(&mut self, r: DropReason) {
+        self.stats.drops[r.index()] += 1;
+    }
+
+    /// Processes one datagram from `from`.
+    pub fn handle_packet(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        packet: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(ServerEvent<'_>),
+    ) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        let result = match packet.first() {
+            None => Err(DropReason::TooSmall),
+            Some(_) if packet.len() > MAX_PACKET_BYTES => Err(DropReason::TooLarge),
+            Some(0) => self.process_request(now, from, packet, tx),
+            Some(_) => self.process_encrypted(now, from, packet, tx, on_event),
+        };
+        if let Err(r) = result {
+            self.drop_packet(r);
+        }
+    }
+
+    fn is_our_address(&self, tok: &ConnectTokenPrivate) -> bool {
+        tok.server_addrs().iter().any(|t| {
+            self.public_addrs
+                .iter()
+                .any(|p| p.port() == t.port() && (p.ip() == t.ip() || p.ip().is_unspecified()))
+        })
+    }
+
+    fn process_request(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        packet: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), DropReason> {
+        let Packet::Request {
+            expire_unix_secs,
+            nonce,
+            private_data,
+            ..
+        } = packet::read_request(packet, self.protocol_id)?
+        else {
+            return Err(DropReason::BadRequest);
+        };
+        if expire_unix_secs <= now.unix_secs {
+            return Err(DropReason::TokenExpired);
+        }
+        let nonce: [u8; CONNECT_TOKEN_NONCE_BYTES] = nonce;
+        self.private_scratch.copy_from_slice(private_data);
+        let tok = ConnectTokenPrivate::decrypt_in_place(
+            &mut self.private_scratch,
+            self.protocol_id,
+            expire_unix_secs,
+            &nonce,
+            &self.private_key,
+        )
+        .map_err(|_| DropReason::TokenInvalid)?;
+        if !self.is_our_address(&tok) {
+            return Err(DropReason::TokenWrongServer);
+        }
+        if matches!(self.by_addr.get(&from), Some(Slot::Connected(_))) {
+            return Err(DropReason::AlreadyConnected);
+        }
+        if self.by_id.contains_key(&tok.client_id) {
+            return Err(DropReason::AlreadyConnected);
+        }
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(&private_data[CONNECT_TOKEN_PRIVATE_BYTES - 16..]);
+        if !self.token_entry_find_or_add(now, &mac, from) {
+            return Err(DropReason::TokenReused);
+        }
+        if !self.accepting {
+            self.send_denied(
+                from,
+                &tok.server_to_client_key,
+                DenyReason::NotAccepting,
+                tx,
+            );
+            return Ok(());
+        }
+        if self.connected >= self.sessions.len() {
+            self.send_denied(from, &tok.server_to_client_key, DenyReason::ServerFull, tx);
+            return Ok(());
+        }
+        self.add_pending(now, from, &tok, expire_unix_secs);
+
+        let token = encrypt_challenge_token(
+            tok.client_id,
+            &tok.user_data,
+            self.challenge_sequence,
+            &self.challenge_key,
+        );
+        let mut body = [0u8; CHALLENGE_BODY_BYTES];
+        body[..8].copy_from_slice(&self.challenge_sequence.to_le_bytes());
+        body[8..].copy_from_slice(&token);
+        self.challenge_sequence += 1;
+        self.send_global(
+            from,
+            PacketType::ConnectionChallenge,
+            &body,
+            &tok.server_to_client_key,
+            tx,
+        );
+        Ok(())
+    }
+
+    /// netcode.c's connect token history: the same token MAC from a different address is
+    /// refused; otherwise the entry is recorded, replacing the oldest.
+    fn token_entry_find_or_add(&mut self, now: Now, mac: &[u8; 16], from: SocketAddr) -> bool {
+        let mut oldest = 0;
+        // Unused entries (None) sort before used ones (Some(time)).
+        let mut oldest_key: Option<Option<Duration>> = None;
+        for (i, e) in self.token_entries.iter_mut().enumerate() {
+            if e.used && e.mac == *mac {
+                if e.addr != from {
+                    return false;
+                }
+                e.time = now.mono;
+                return true;
+            }
+            let key = e.used.then_some(e.time);
+            if oldest_key.is_none_or(|k| key < k) {
+                oldest = i;
+                oldest_key = Some(key);
+            }
+        }
+        self.token_entries[oldest] = TokenEntry {
+            used: true,
+            mac: *mac,
+            addr: from,
+            time: now.mono,
+        };
+        true
+    }
+
+    fn add_pending(&mut self, now: Now, from: SocketAddr, tok: &ConnectTokenPrivate, expire: u64) {
+        let entry = Pending {
+            in_use: true,
+            addr: from,
+            c2s: tok.client_to_server_key,
+            s2c: tok.server_to_client_key,
+            timeout_secs: tok.timeout_secs,
+            expire_unix_secs: expire,
+            last_recv: now.mono,
+        };
+        if let Some(Slot::Pending(i)) = self.by_addr.get(&from) {
+            self.pending[*i] = entry;
+            return;
+        }
+        // A free or expired entry, else evict the least recently heard-from one.
+        let mut pick = 0;
+        let mut best: Option<Duration> = None;
+        for (i, p) in self.pending.iter().enumerate() {
+            if !p.in_use || p.expired(now) {
+                pick = i;
+                break;
+            }
+            if best.is_none_or(|b| p.last_recv < b) {
+                pick = i;
+                best = Some(p.last_recv);
+            }
+        }
+        let old = self.pending[pick];
+        if old.in_use {
+            self.by_addr.remove(&old.addr);
+        }
+        self.pending[pick] = entry;
+        self.by_addr.insert(from, Slot::Pending(pick));
+    }
+
+    fn remove_pending(&mut self, i: usize) {
+        let p = &mut self.pending[i];
+        if p.in_use {
+            p.in_use = false;
+            let addr = p.addr;
+            if self.by_addr.get(&addr) == Some(&Slot::Pending(i)) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    fn send_global(
+        &mut self,
+        to: SocketAddr,
+        kind: PacketType,
+        body: &[u8],
+        key: &Key,
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        let n = packet::seal(
+            kind,
+            self.global_sequence,
+            body,
+            self.protocol_id,
+            key,
+            &mut self.tx[..],
+        );
+        self.global_sequence = self.global_sequence.wrapping_add(1) | GLOBAL_SEQUENCE_START;
+        emit(&mut self.stats, tx, to, &self.tx[..n]);
+    }
+
+    fn send_denied(
+        &mut self,
+        to: SocketAddr,
+        key: &Key,
+        reason: DenyReason,
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        self.stats.denies[reason.index()] += 1;
+        self.send_global(to, PacketType::ConnectionDenied, &[], key, tx);
+    }
+
+    fn send_session(
+        &mut self,
+        idx: usize,
+        now: Now,
+        kind: PacketType,
+        body: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        let s = &mut self.sessions[idx];
+        let n = packet::seal(
+            kind,
+            s.sequence,
+            body,
+            self.protocol_id,
+            &s.s2c,
+            &mut self.tx[..],
+        );
+        s.sequence += 1;
+        s.last_send = now.mono;
+        emit(&mut self.stats, tx, s.addr, &self.tx[..n]);
+    }
+
+    fn send_keep_alive(&mut self, idx: usize, now: Now, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        let mut body = [0u8; 8];
+        body[..4].copy_from_slice(&(idx as u32).to_le_bytes());
+        body[4..].copy_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        self.send_session(idx, now, PacketType::KeepAlive, &body, tx);
+    }
+
+    fn process_encrypted(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        packet: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(ServerEvent<'_>),
+    ) -> Result<(), DropReason> {
+        let h = packet::parse_header(packet)?;
+        match h.kind {
+            PacketType::ConnectionResponse
+            | PacketType::KeepAlive
+            | PacketType::Payload
+            | PacketType::Disconnect => {}
+            _ => return Err(DropReason::UnexpectedType),
+        }
+        match self.by_addr.get(&from).copied() {
+            None => Err(DropReason::UnknownAddress),
+            Some(Slot::Pending(i)) => {
+                if self.pending[i].expired(now) {
+                    self.remove_pending(i);
+                    return Err(DropReason::UnknownAddress);
+                }
+                if h.kind != PacketType::ConnectionResponse {
+                    return Err(DropReason::UnexpectedType);
+                }
+                self.process_response(now, from, i, &h, packet, tx, on_event)
+            }
+            Some(Slot::Connected(idx)) => {
+                if h.kind == PacketType::ConnectionResponse {
+                    return Err(DropReason::AlreadyConnected);
+                }
+                self.process_session_packet(now, idx, &h, packet, on_event)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_response(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        pidx: usize,
+        h: &Header,
+        packet: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(ServerEvent<'_>),
+    ) -> Result<(), DropReason> {
+        let pending = self.pending[pidx];
+        let n = packet::open(h, packet, self.protocol_id, &pending.c2s, &mut self.rx[..])?;
+        let Packet::Response {
+            challenge_sequence,
+            token,
+        } = packet::parse_body(h.kind, &self.rx[..n])
+        else {
+            return Err(DropReason::Malformed);
+        };
+        let token: [u8; CHALLENGE_TOKEN_BYTES] = *token;
+        let (client_id, user_data) =
+            decrypt_challenge_token(&token, challenge_sequence, &self.challenge_key)
+                .ok_or(DropReason::ChallengeInvalid)?;
+        self.pending[pidx].last_recv = now.mono;
+        if self.by_id.contains_key(&client_id) {
+            return Err(DropReason::AlreadyConnected);
+        }
+        if !self.accepting {
+            self.send_denied(from, &pending.s2c, DenyReason::NotAccepting, tx);
+            return Ok(());
+        }
+        let Some(idx) = self.sessions.iter().position(|s| !s.connected) else {
+            self.send_denied(from, &pending.s2c, DenyReason::ServerFull, tx);
+            return Ok(());
+        };
+        self.remove_pending(pidx);
+        let s = &mut self.sessions[idx];
+        s.connected = true;
+        s.confirmed = false;
+        s.client_id = client_id;
+        s.addr = from;
+        s.user_data = user_data;
+        s.c2s = pending.c2s;
+        s.s2c = pending.s2c;
+        s.timeout = timeout_of(pending.timeout_secs);
+        s.sequence = 0;
+        s.last_recv = now.mono;
+        s.last_send = now.mono;
+        s.replay.reset();
+        self.by_addr.insert(from, Slot::Connected(idx));
+        self.by_id.insert(client_id, idx);
+        self.connected += 1;
+        self.stats.connects += 1;
+        on_event(ServerEvent::Connected {
+            client: idx,
+            client_id,
+            addr: from,
+            user_data: &self.sessions[idx].user_data,
+        });
+        self.send_keep_alive(idx, now, tx);
+        Ok(())
+    }
+
+    fn process_session_packet(
+        &mut self,
+        now: Now,
+        idx: usize,
+        h: &Header,
+        packet: &[u8],
+        on_event: &mut dyn FnMut(ServerEvent<'_>),
+    ) -> Result<(), DropReason> {
+        let s = &mut self.sessions[idx];
+        if s.replay.already_received(h.sequence) {
+            return Err(DropReason::Replayed);
+        }
+        let n = packet::open(h, packet, self.protocol_id, &s.c2s, &mut self.rx[..])?;
+        s.replay.advance(h.sequence);
+        s.last_recv = now.mono;
+        match h.kind {
+            PacketType::KeepAlive => {
+                // The contents are ignored: some clients send index 0 / max clients 0.
+                s.confirmed = true;
+            }
+            PacketType::Payload => {
+                s.confirmed = true;
+                on_event(ServerEvent::Payload {
+                    client: idx,
+                    data: &self.rx[..n],
+                });
+            }
+            PacketType::Disconnect => {
+                self.reset_session(idx);
+                on_event(ServerEvent::Disconnected {
+                    client: idx,
+                    reason: DisconnectReason::ClientDisconnected,
+                });
+            }
+            _ => return Err(DropReason::UnexpectedType),
+        }
+        Ok(())
+    }
+
+    fn reset_session(&mut self, idx: usize) {
+        let s = &mut self.sessions[idx];
+        if !s.connected {
+            return;
+        }
+        s.connected = false;
+        s.confirmed = false;
+        s.c2s = [0; 32];
+        s.s2c = [0; 32];
+        let (addr, id) = (s.addr, s.client_id);
+        if self.by_addr.get(&addr) == Some(&Slot::Connected(idx)) {
+            self.by_addr.remove(&addr);
+        }
+        self.by_id.remove(&id);
+        self.connected -= 1;
+        self.stats.disconnects += 1;
+    }
+
+    /// Sends keep-alives to clients that were sent nothing for 100 ms, times out silent
+    /// clients (token timeout; `<= 0` disables) and expires stale pending handshakes.
+    pub fn update(
+        &mut self,
+        now: Now,
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(ServerEvent<'_>),
+    ) {
+        for idx in 0..self.sessions.len() {
+            let s = &self.sessions[idx];
+            if !s.connected {
+                continue;
+            }
+            if let Some(t) = s.timeout {
+                if now.mono >= s.last_recv.saturating_add(t) {
+                    self.reset_session(idx);
+                    on_event(ServerEvent::Disconnected {
+                        client: idx,
+                        reason: DisconnectReason::TimedOut,
+                    });
+                    continue;
+                }
+            }
+            if now.mono >= s.last_send.saturating_add(KEEP_ALIVE_INTERVAL) {
+                self.send_keep_alive(idx, now, tx);
+            }
+        }
+        for i in 0..self.pending.len() {
+            if self.pending[i].in_use && self.pending[i].expired(now) {
+                self.remove_pending(i);
+            }
+        }
+    }
+
+    /// Encrypts and sends a payload (1..=1200 bytes) to `client`. While the client is
+    /// unconfirmed a keep-alive is sent just before it. An empty payload sends nothing.
+    pub fn send_payload(
+        &mut self,
+        now: Now,
+        client: usize,
+        payload: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), SendError> {
+        if !self.is_connected(client) {
+            return Err(SendError::NotConnected);
+        }
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(SendError::TooLarge);
+        }
+        if payload.is_empty() {
+            return Ok(());
+        }
+        if !self.sessions[client].confirmed {
+            self.send_keep_alive(client, now, tx);
+        }
+        self.send_session(client, now, PacketType::Payload, payload, tx);
+        Ok(())
+    }
+
+    /// Sends 10 redundant disconnect packets to `client` and frees its slot. No event.
+    pub fn disconnect(&mut self, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        if !self.is_connected(client) {
+            return;
+        }
+        let now = Now {
+            mono: self.sessions[client].last_send,
+            unix_secs: 0,
+        };
+        for _ in 0..NUM_DISCONNECT_PACKETS {
+            self.send_session(client, now, PacketType::Disconnect, &[], tx);
+        }
+        self.reset_session(client);
+    }
+
+    /// `disconnect` for every connected client.
+    pub fn disconnect_all(&mut self, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        for i in 0..self.sessions.len() {
+            self.disconnect(i, tx);
+        }
+    }
+
+    /// `false`: authenticated connection requests (and responses) get a denied packet,
+    /// counted as `DenyReason::NotAccepting`. Connected clients are unaffected.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// Whether new connections are accepted.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Connected clients.
+    pub fn connected_clients(&self) -> usize {
+        self.connected
+    }
+
+    /// Client slots.
+    pub fn max_clients(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether slot `client` holds a connected client.
+    pub fn is_connected(&self, client: usize) -> bool {
+        self.sessions.get(client).is_some_and(|s| s.connected)
+    }
+
+    /// Address of the client in slot `client`.
+    pub fn client_addr(&self, client: usize) -> Option<SocketAddr> {
+        self.sessions
+            .get(client)
+            .filter(|s| s.connected)
+            .map(|s| s.addr)
+    }
+
+    /// Client id of the client in slot `client`.
+    pub fn client_id(&self, client: usize) -> Option<u64> {
+        self.sessions
+            .get(client)
+            .filter(|s| s.connected)
+            .map(|s| s.client_id)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_history_refuses_other_address() {
+        let cfg = ServerConfig {
+            protocol_id: 1,
+            private_key: [1; 32],
+            max_clients: 1,
+            public_addrs: vec![],
+        };
+        let mut s = Server::with_challenge_key(cfg, [2; 32]);
+        let now = Now {
+            mono: Duration::from_secs(1),
+            unix_secs: 10,
+        };
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap_or_else(|_| unreachable!());
+        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap_or_else(|_| unreachable!());
+        assert!(s.token_entry_find_or_add(now, &[7; 16], a));
+        assert!(s.token_entry_find_or_add(now, &[7; 16], a));
+        assert!(!s.token_entry_find_or_add(now, &[7; 16], b));
+        // Fill the table with other MACs: the oldest (ours) is eventually replaced.
+        for i in 0..s.token_entries.len() {
+            let later = Now {
+                mono: Duration::from_secs(2 + i as u64),
+                unix_secs: 10,
+            };
+            let mut mac = [0u8; 16];
+            mac[..8].copy_from_slice(&(i as u64 + 100).to_le_bytes());
+            assert!(s.token_entry_find_or_add(later, &mac, a));
+        }
+        assert!(s.token_entry_find_or_add(now, &[7; 16], b));
+    }
+}
