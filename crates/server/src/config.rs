@@ -1415,7 +1415,8 @@ mod tests {
             &with_file(
                 "types.toml",
                 "[io]\nmax_events = \"100\"\nmodel = 3\n[server]\nbind = \"localhost:1\"\n\
-                 public_addr = \"0.0.0.0:7777\"\n[auth]\nkey_file = \"\"\n[log]\nlevel = \"loud\"\n",
+                 public_addr = \"0.0.0.0:7777\"\n[auth]\nkey_file = \"\"\n\
+                 [log]\nlevel = \"loud\"\n",
             ),
             env(&[]),
         ));
@@ -1426,7 +1427,8 @@ mod tests {
     fn display_round_trips() {
         let mut args = with_file(
             "rt.toml",
-            "[io]\nmodel = \"epoll\"\nmax_events = 4096\n[auth]\nprotocol_id = \"0xffffffffffffffff\"\n\
+            "[io]\nmodel = \"epoll\"\nmax_events = 4096\n\
+             [auth]\nprotocol_id = \"0xffffffffffffffff\"\n\
              key_file = \"dir/with \\\"quote\\\".key\"\n[log]\nlevel = \"info,tickwire=debug\"\n\
              format = \"json\"\n",
         );
