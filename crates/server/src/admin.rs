@@ -6,8 +6,8 @@
 //! * `GET /readyz`  -> 200 `ok` while the server accepts new clients, else 503 (readiness).
 //! * anything else -> 404 (405 for methods other than GET/HEAD).
 //!
-//! One connection at a time, handled inline: requests are capped at 8 KiB, reads and writes time
-//! out after 2 s, and every response closes the connection. A second thread runs the recorder's
+//! One connection at a time, handled inline: requests are capped at 8 KiB, the request must arrive
+//! within 2 s and each write times out after 2 s, and every response closes the connection. A second thread runs the recorder's
 //! upkeep every 5 s so histogram samples are drained even when nobody scrapes.
 //!
 //! ```ignore
@@ -316,8 +316,9 @@ fn serve_connection(
     handle: &PrometheusHandle,
     health: &Health,
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // One deadline for the whole request, so a client trickling bytes cannot hold the thread.
+    let deadline = Instant::now() + IO_TIMEOUT;
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     let mut len = 0;
     let complete = loop {
@@ -327,6 +328,14 @@ fn serve_connection(
         if len == buf.len() {
             break false;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request not received in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf[len..]) {
             Ok(0) => break len > 0, // peer closed: answer what we have (or nothing)
             Ok(n) => len += n,

@@ -57,6 +57,9 @@ pub const CONNECTS_DENIED: &str = "connects_denied_total";
 pub const DISCONNECTS: &str = "disconnects_total";
 /// Histogram (bytes): size of each snapshot payload.
 pub const SNAPSHOT_BYTES: &str = "snapshot_bytes";
+/// Counter (bytes): total snapshot payload bytes sent (the histogram's running sum, for loops
+/// that prefer a plain counter; `snapshot_bytes_sum` carries the same number).
+pub const SNAPSHOT_BYTES_TOTAL: &str = "snapshot_bytes_total";
 /// Counter: snapshots sent (one per connected client per tick).
 pub const SNAPSHOTS_SENT: &str = "snapshots_sent_total";
 /// Gauge (always 1), labels `version`, `backend`.
@@ -207,6 +210,11 @@ pub fn describe_all() {
         SNAPSHOT_BYTES,
         Unit::Bytes,
         "Size of each snapshot payload sent to a client"
+    );
+    describe_counter!(
+        SNAPSHOT_BYTES_TOTAL,
+        Unit::Bytes,
+        "Snapshot payload bytes sent"
     );
     describe_counter!(SNAPSHOTS_SENT, Unit::Count, "Snapshots sent to clients");
     describe_gauge!(
@@ -438,6 +446,14 @@ mod tests {
         );
         assert!(text.contains("build_info{version=\""), "{text}");
         assert!(!text.contains("quantile"), "no summaries: {text}");
+    }
+
+    #[test]
+    fn errors_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<MetricsError>();
+        send_sync::<crate::config::ConfigError>();
+        send_sync::<crate::keyfile::KeyFileError>();
     }
 
     #[test]
