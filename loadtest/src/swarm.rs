@@ -1,0 +1,1107 @@
+//! The swarm: N bots, one thread, one event loop, one io backend holding every bot's socket.
+//!
+//! [`run`] does the whole measurement:
+//!
+//! 1. **Setup.** Reads the 32-byte key, checks the metrics endpoint (when given), opens the io
+//!    backend and binds one UDP socket per bot (loopback for a loopback server, otherwise the
+//!    unspecified address of the server's family). A socket's [`SocketId`] indexes straight
+//!    into `socket_to_bot`.
+//! 2. **Connect phase.** Bots start in waves of [`WAVE_SIZE`] every [`WAVE_INTERVAL`]; each
+//!    mints its own connect token (client id = bot index + 1, the server address as the only
+//!    address) and runs the netcode handshake through a [`GameClient`]. The phase ends when every
+//!    bot is connected or has failed, or at `--connect-timeout-secs` (stragglers are abandoned
+//!    and count as failed).
+//! 3. **Window.** The measurement window of `--duration` starts (metrics and `/proc/self/stat`
+//!    read at both ends). Only snapshots and round trips observed inside it are counted.
+//! 4. **Teardown.** Every bot disconnects politely (netcode disconnect packets), the backend is
+//!    flushed, and a [`Report`] comes back.
+//!
+//! # The schedule (open loop)
+//!
+//! From the first wave on, the tick (from the first welcome; 16 ms until one arrives) is cut
+//! into [`GROUPS`] slots; bot `i` belongs to group `i % GROUPS`, and at every slot the bots of
+//! that slot's group send one input (if connected) and run their `update` (handshake resends,
+//! keep-alives, timeouts), then the backend is flushed once. Slot deadlines are fixed points
+//! (`t0 + k * slot`), never derived from received snapshots, so a slow server cannot slow the
+//! offered load. When the loop falls more than a tick behind, the missed slots are skipped
+//! and counted (`diagnostics.schedule_slips`): a non-zero count means the load generator,
+//! not the server, was the bottleneck.
+//!
+//! # Round-trip time
+//!
+//! Each bot keeps the send instant of its last [`RTT_RING`] input sequence numbers. When a
+//! snapshot's `last_input_seq` first covers a sequence, `now - sent` is one sample. This
+//! includes the wait in the server's input queue until its next tick (up to one tick), plus
+//! both directions of the network and both processes' scheduling: it is what a player's input
+//! latency looks like, not a network ping.
+//!
+//! # Hot path
+//!
+//! Nothing is allocated per datagram by this module: the per-bot state, the RTT rings, the
+//! histogram and the outbox are allocated up front. (`GameClient` itself decodes each
+//! snapshot's entity list into a `Vec`.) Replies a bot produces while a datagram is being
+//! handled (the backend is borrowed by `poll` at that moment) go into a bounded outbox that is
+//! sent right after the poll returns.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use tickwire_client::{ClientStats, GameClient, GameEvent, Now};
+use tickwire_io::{Backend, SendError, SocketId};
+use tickwire_netcode::{generate_connect_token, Key, TokenParams, USER_DATA_BYTES};
+
+use crate::args::Args;
+use crate::report::{Diagnostics, LatencyHistogram, Report, Rtt, ServerFigures};
+use crate::scrape::{self, MetricsUrl, Scrape};
+
+/// Phase groups per tick: bots are spread over the tick like unsynchronised clients.
+pub const GROUPS: usize = 8;
+/// Bots started per wave during the connect phase.
+pub const WAVE_SIZE: usize = 100;
+/// Time between two waves.
+pub const WAVE_INTERVAL: Duration = Duration::from_millis(10);
+/// Tick length assumed until the server's welcome says otherwise.
+pub const DEFAULT_TICK_MS: u16 = 16;
+/// Input send instants remembered per bot (about one second at 62.5 Hz).
+pub const RTT_RING: usize = 64;
+/// netcode connection timeout written into every bot's token.
+pub const TOKEN_TIMEOUT_SECS: i32 = 10;
+/// Extra token lifetime beyond the connect timeout and the window.
+const TOKEN_SPARE_SECS: u64 = 60;
+/// Time between two progress lines.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Kernel socket buffer requested per bot socket.
+const SOCKET_BUFFER_BYTES: usize = 256 * 1024;
+/// Most datagrams taken by one poll.
+const MAX_EVENTS: usize = 1024;
+/// Bytes the outbox can hold between a poll and its drain.
+const OUTBOX_BYTES: usize = 512 * 1024;
+/// `/proc/<pid>/stat` time unit (USER_HZ, 100 on every mainstream Linux architecture).
+const USER_HZ: f64 = 100.0;
+
+/// Where a bot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Not started yet.
+    Idle,
+    /// Handshaking.
+    Connecting,
+    /// Connected.
+    Connected,
+    /// Never connected (denied, timed out, abandoned at the connect deadline).
+    Failed,
+    /// Was connected, and the connection ended.
+    Lost,
+}
+
+/// Per-bot bookkeeping, beside its [`GameClient`] (split so both can be borrowed at once).
+struct Meter {
+    socket: SocketId,
+    status: Status,
+    /// Tick length from this bot's welcome.
+    tick_ms: u16,
+    /// Connected when the window started: its snapshots are expected.
+    counted: bool,
+    /// Snapshots received inside the window.
+    snapshots: u64,
+    /// Newest input sequence a snapshot has acknowledged.
+    last_acked: u32,
+    /// `(seq, sent_ns)` of recent inputs, indexed by `seq % RTT_RING`.
+    sent: [(u32, u64); RTT_RING],
+    /// Random-walk state.
+    rng: u64,
+    move_x: i8,
+    move_y: i8,
+    /// Inputs until the next change of direction.
+    turn_in: u16,
+    /// Client counters when the window started.
+    base: ClientStats,
+}
+
+impl Meter {
+    fn new(socket: SocketId, seed: u64) -> Self {
+        Meter {
+            socket,
+            status: Status::Idle,
+            tick_ms: DEFAULT_TICK_MS,
+            counted: false,
+            snapshots: 0,
+            last_acked: 0,
+            sent: [(0, 0); RTT_RING],
+            rng: splitmix64(seed),
+            move_x: 0,
+            move_y: 0,
+            turn_in: 0,
+            base: ClientStats::default(),
+        }
+    }
+
+    /// The next input of the random walk: a new random direction every 48..=79 inputs
+    /// (0.8-1.3 s at 62.5 Hz).
+    fn next_move(&mut self) -> (i8, i8) {
+        if self.turn_in == 0 {
+            let r = xorshift(&mut self.rng);
+            self.move_x = ((r % 255) as i16 - 127) as i8;
+            self.move_y = (((r >> 16) % 255) as i16 - 127) as i8;
+            self.turn_in = 48 + ((r >> 32) % 32) as u16;
+        }
+        self.turn_in -= 1;
+        (self.move_x, self.move_y)
+    }
+
+    fn record_send(&mut self, seq: u32, at_ns: u64) {
+        self.sent[seq as usize % RTT_RING] = (seq, at_ns);
+    }
+}
+
+/// One bot: its client (once started) and its meter.
+struct Bot {
+    game: Option<GameClient>,
+    meter: Meter,
+}
+
+/// Counters shared by every bot's event handler.
+struct Tally {
+    /// `[start, end)` of the window in ns since `t0`, once it started.
+    window: Option<(u64, u64)>,
+    /// Bots currently connected.
+    connected: u32,
+    /// Bots that failed to connect.
+    failed: u32,
+    /// Counted bots that lost their connection during the window.
+    lost_in_window: u32,
+    /// Failure reasons and counts (rare: allocation is fine).
+    failures: Vec<(String, u32)>,
+    /// First tick length a welcome announced.
+    tick_ms: Option<u16>,
+    /// Snapshots received at any time (for the progress rate).
+    snapshots_total: u64,
+    /// Snapshots received inside the window.
+    snapshots_window: u64,
+    /// Bye messages.
+    byes: u64,
+    rtt: LatencyHistogram,
+}
+
+impl Tally {
+    fn in_window(&self, at_ns: u64) -> bool {
+        self.window.is_some_and(|(s, e)| at_ns >= s && at_ns < e)
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.failed += 1;
+        match self.failures.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.failures.push((reason, 1)),
+        }
+    }
+}
+
+/// Replies produced while a datagram is handled, sent after the poll.
+struct Outbox {
+    bytes: Vec<u8>,
+    items: Vec<(SocketId, SocketAddr, usize, usize)>,
+    dropped: u64,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            bytes: Vec::with_capacity(OUTBOX_BYTES),
+            items: Vec::with_capacity(MAX_EVENTS * 2),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, socket: SocketId, to: SocketAddr, data: &[u8]) {
+        if self.bytes.len() + data.len() > self.bytes.capacity()
+            || self.items.len() == self.items.capacity()
+        {
+            self.dropped += 1;
+            return;
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.items.push((socket, to, start, data.len()));
+    }
+}
+
+/// Queues one datagram; when the send slab is full, flushes it and tries once more.
+fn send_now(io: &mut dyn Backend, failures: &mut u64, socket: SocketId, to: SocketAddr, d: &[u8]) {
+    match io.send(socket, to, d) {
+        Ok(()) => {}
+        Err(SendError::QueueFull) => {
+            if io.flush().is_err() || io.send(socket, to, d).is_err() {
+                *failures += 1;
+            }
+        }
+        Err(_) => *failures += 1,
+    }
+}
+
+/// Handles one client event for one bot.
+fn on_event(meter: &mut Meter, tally: &mut Tally, event: GameEvent, at_ns: u64) {
+    match event {
+        GameEvent::Connected { .. } => {
+            if meter.status == Status::Connecting {
+                meter.status = Status::Connected;
+                tally.connected += 1;
+            }
+        }
+        GameEvent::Welcome(w) => {
+            if w.tick_ms > 0 {
+                meter.tick_ms = w.tick_ms;
+                tally.tick_ms.get_or_insert(w.tick_ms);
+            }
+        }
+        GameEvent::Snapshot(snap) => {
+            tally.snapshots_total += 1;
+            let counting = meter.counted && tally.in_window(at_ns);
+            if counting {
+                meter.snapshots += 1;
+                tally.snapshots_window += 1;
+            }
+            let acked = snap.last_input_seq;
+            if acked > meter.last_acked {
+                let oldest = acked.saturating_sub(RTT_RING as u32 - 1);
+                let from = meter.last_acked.saturating_add(1).max(oldest);
+                if counting {
+                    for seq in from..=acked {
+                        let (s, sent_ns) = meter.sent[seq as usize % RTT_RING];
+                        if s == seq && sent_ns <= at_ns {
+                            tally.rtt.record_us((at_ns - sent_ns) / 1000);
+                        }
+                    }
+                }
+                meter.last_acked = acked;
+            }
+        }
+        GameEvent::Bye(_) => tally.byes += 1,
+        GameEvent::Disconnected(state) => match meter.status {
+            Status::Connecting => {
+                meter.status = Status::Failed;
+                tally.fail(state.as_str().to_string());
+            }
+            Status::Connected => {
+                meter.status = Status::Lost;
+                tally.connected -= 1;
+                if tally.window.is_none() {
+                    // Lost before the window: it will not be counted, so it failed.
+                    tally.fail(format!("lost_before_window_{}", state.as_str()));
+                } else if meter.counted {
+                    tally.lost_in_window += 1;
+                }
+            }
+            _ => {}
+        },
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) | 1
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// This process' CPU time (user + system) from `/proc/self/stat`; `None` off Linux.
+pub fn process_cpu_time() -> Option<Duration> {
+    parse_proc_stat_cpu(&fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds of USER_HZ ticks.
+pub fn parse_proc_stat_cpu(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11); // field 3 is the first after ')'
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
+}
+
+/// The address bots bind to for `server`.
+fn bind_addr(server: SocketAddr) -> SocketAddr {
+    match (server, server.ip().is_loopback()) {
+        (SocketAddr::V4(_), true) => (Ipv4Addr::LOCALHOST, 0).into(),
+        (SocketAddr::V4(_), false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (SocketAddr::V6(_), true) => (Ipv6Addr::LOCALHOST, 0).into(),
+        (SocketAddr::V6(_), false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+/// Reads a 32-byte key file.
+fn read_key(path: &std::path::Path) -> Result<Key> {
+    let bytes =
+        fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let Ok(key) = Key::try_from(bytes.as_slice()) else {
+        bail!(
+            "key file {} holds {} bytes; a connect-token key is exactly 32 bytes \
+             (use the server's auth.key_file)",
+            path.display(),
+            bytes.len()
+        );
+    };
+    Ok(key)
+}
+
+/// The event loop's state.
+struct Swarm {
+    io: Box<dyn Backend>,
+    bots: Vec<Bot>,
+    socket_to_bot: Vec<u32>,
+    outbox: Outbox,
+    tally: Tally,
+    send_failures: u64,
+    inputs_sent_window: u64,
+    slips: u64,
+    t0: Instant,
+    unix_secs: u64,
+    server: SocketAddr,
+    key: Key,
+    protocol_id: u64,
+    token_expire_secs: u64,
+    started: usize,
+    next_wave_at: Instant,
+    next_slot_at: Instant,
+    slot_index: u64,
+    sending: bool,
+    progress: Option<Progress>,
+}
+
+/// The per-second status line on stderr.
+struct Progress {
+    next_at: Instant,
+    last_at: Instant,
+    last_snapshots: u64,
+    printed: bool,
+}
+
+impl Swarm {
+    fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+
+    fn now_for(&self, at: Instant) -> Now {
+        Now {
+            mono: at.saturating_duration_since(self.t0),
+            unix_secs: self.unix_secs,
+        }
+    }
+
+    fn tick(&self) -> Duration {
+        Duration::from_millis(u64::from(self.tally.tick_ms.unwrap_or(DEFAULT_TICK_MS)))
+    }
+
+    /// Starts every wave that is due.
+    fn start_waves(&mut self, now: Instant) -> Result<()> {
+        let n = self.bots.len();
+        while self.started < n && now >= self.next_wave_at {
+            let end = (self.started + WAVE_SIZE).min(n);
+            for i in self.started..end {
+                self.start_bot(i, now)?;
+            }
+            self.started = end;
+            self.next_wave_at += WAVE_INTERVAL;
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn start_bot(&mut self, i: usize, now: Instant) -> Result<()> {
+        let token = generate_connect_token(&TokenParams {
+            protocol_id: self.protocol_id,
+            client_id: i as u64 + 1,
+            create_unix_secs: self.unix_secs,
+            expire_secs: self.token_expire_secs,
+            timeout_secs: TOKEN_TIMEOUT_SECS,
+            server_addrs: &[self.server],
+            user_data: [0; USER_DATA_BYTES],
+            private_key: &self.key,
+        })
+        .map_err(|e| anyhow::anyhow!("cannot mint a connect token for bot {}: {e}", i + 1))?;
+        let cnow = self.now_for(now);
+        let at_ns = self.ns(now);
+        let game = GameClient::new(&token, cnow)
+            .map_err(|e| anyhow::anyhow!("bot {} rejected its connect token: {e}", i + 1))?;
+        let Swarm {
+            io,
+            bots,
+            tally,
+            send_failures,
+            ..
+        } = self;
+        let Bot { game: slot, meter } = &mut bots[i];
+        meter.status = Status::Connecting;
+        let game = slot.insert(game);
+        let socket = meter.socket;
+        game.update(
+            cnow,
+            &mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d),
+            &mut |ev| on_event(meter, tally, ev, at_ns),
+        );
+        Ok(())
+    }
+
+    /// Runs every send slot that is due (open loop; see the module docs).
+    fn run_due_slots(&mut self, now: Instant) {
+        let tick = self.tick();
+        let slot = tick / GROUPS as u32;
+        if now > self.next_slot_at + tick {
+            let behind = now - self.next_slot_at;
+            let skip = (behind.as_nanos() / slot.as_nanos().max(1)) as u64;
+            if self.tally.window.is_some() {
+                self.slips += skip;
+            }
+            self.next_slot_at += slot * skip as u32;
+            self.slot_index += skip;
+        }
+        while self.next_slot_at <= now {
+            self.run_slot((self.slot_index % GROUPS as u64) as usize, now);
+            self.slot_index += 1;
+            self.next_slot_at += slot;
+        }
+    }
+
+    /// One slot: the group's bots send an input (when connected) and run their upkeep.
+    fn run_slot(&mut self, group: usize, now: Instant) {
+        let cnow = self.now_for(now);
+        let at_ns = self.ns(now);
+        let in_window = self.tally.in_window(at_ns);
+        let sending = self.sending;
+        let Swarm {
+            io,
+            bots,
+            tally,
+            send_failures,
+            inputs_sent_window,
+            ..
+        } = self;
+        for Bot { game, meter } in bots.iter_mut().skip(group).step_by(GROUPS) {
+            let Some(game) = game.as_mut() else { continue };
+            if !matches!(meter.status, Status::Connecting | Status::Connected) {
+                continue;
+            }
+            let socket = meter.socket;
+            let mut tx =
+                |to: SocketAddr, d: &[u8]| send_now(io.as_mut(), send_failures, socket, to, d);
+            if sending && meter.status == Status::Connected {
+                let (mx, my) = meter.next_move();
+                if let Ok(seq) = game.send_input(cnow, mx, my, 0, &mut tx) {
+                    meter.record_send(seq, at_ns);
+                    if in_window {
+                        *inputs_sent_window += 1;
+                    }
+                }
+            }
+            game.update(cnow, &mut tx, &mut |ev| on_event(meter, tally, ev, at_ns));
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Ok(r) = self.io.flush() {
+            self.send_failures += r.failed as u64;
+        }
+    }
+
+    /// Waits for datagrams until `deadline`, hands them to their bots, sends their replies.
+    fn wait(&mut self, deadline: Instant) -> Result<()> {
+        let t0 = self.t0;
+        let unix_secs = self.unix_secs;
+        let Swarm {
+            io,
+            bots,
+            socket_to_bot,
+            outbox,
+            tally,
+            ..
+        } = self;
+        io.poll(deadline, &mut |sid, from, bytes| {
+            let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
+                return;
+            };
+            let Some(Bot {
+                game: Some(game),
+                meter,
+            }) = bots.get_mut(b as usize)
+            else {
+                return;
+            };
+            let mono = Instant::now().saturating_duration_since(t0);
+            let at_ns = mono.as_nanos() as u64;
+            game.handle_packet(
+                Now { mono, unix_secs },
+                from,
+                bytes,
+                &mut |to, d| outbox.push(sid, to, d),
+                &mut |ev| on_event(meter, tally, ev, at_ns),
+            );
+        })
+        .context("io poll failed")?;
+        if !self.outbox.items.is_empty() {
+            let Swarm {
+                io,
+                outbox,
+                send_failures,
+                ..
+            } = self;
+            for &(socket, to, start, len) in &outbox.items {
+                send_now(
+                    io.as_mut(),
+                    send_failures,
+                    socket,
+                    to,
+                    &outbox.bytes[start..start + len],
+                );
+            }
+            outbox.items.clear();
+            outbox.bytes.clear();
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Prints the progress line when due.
+    fn progress(&mut self, now: Instant, phase: &str) {
+        let n = self.bots.len();
+        let counted_ticks = self.counted_bots() as f64 / self.tick().as_secs_f64();
+        let window = self.tally.window;
+        let (connected, failed, snaps_window) = (
+            self.tally.connected,
+            self.tally.failed,
+            self.tally.snapshots_window,
+        );
+        let snaps_total = self.tally.snapshots_total;
+        let rtt_p99 = self.tally.rtt.quantile_us(0.99);
+        let now_ns = self.ns(now);
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        if now < p.next_at {
+            return;
+        }
+        let dt = now.duration_since(p.last_at).as_secs_f64().max(1e-9);
+        let rate = (snaps_total - p.last_snapshots) as f64 / dt;
+        p.last_at = now;
+        p.last_snapshots = snaps_total;
+        p.next_at = now + PROGRESS_INTERVAL;
+        p.printed = true;
+        let mut line = format!(
+            "[{:6.1}s] {phase:<10} {connected}/{n} connected, {failed} failed, {rate:.0} snapshots/s",
+            now.duration_since(self.t0).as_secs_f64()
+        );
+        if let Some((start_ns, _)) = window {
+            let elapsed = (now_ns.saturating_sub(start_ns)) as f64 / 1e9;
+            let expected = counted_ticks * elapsed;
+            if expected > 0.0 {
+                line.push_str(&format!(", delivery {:.4}", snaps_window as f64 / expected));
+            }
+            if let Some(us) = rtt_p99 {
+                line.push_str(&format!(", rtt p99 {:.1} ms", us as f64 / 1000.0));
+            }
+        }
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+
+    fn end_progress(&mut self) {
+        if self.progress.as_ref().is_some_and(|p| p.printed) {
+            eprintln!();
+        }
+    }
+
+    fn counted_bots(&self) -> usize {
+        self.bots.iter().filter(|b| b.meter.counted).count()
+    }
+
+    /// Whether every bot has started and either connected or failed.
+    fn connect_settled(&self) -> bool {
+        self.started == self.bots.len()
+            && self.tally.connected + self.tally.failed == self.bots.len() as u32
+    }
+
+    /// Abandons bots still handshaking at the connect deadline.
+    fn abandon_stragglers(&mut self) {
+        let Swarm {
+            io,
+            bots,
+            tally,
+            send_failures,
+            ..
+        } = self;
+        for Bot { game, meter } in bots.iter_mut() {
+            if matches!(meter.status, Status::Idle | Status::Connecting) {
+                if let Some(g) = game.as_mut() {
+                    let socket = meter.socket;
+                    g.disconnect(&mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d));
+                }
+                *game = None;
+                meter.status = Status::Failed;
+                tally.fail("connect_timeout".to_string());
+            }
+        }
+        self.flush();
+    }
+
+    /// Disconnects every bot politely and flushes.
+    fn disconnect_all(&mut self) {
+        let Swarm {
+            io,
+            bots,
+            send_failures,
+            ..
+        } = self;
+        for Bot { game, meter } in bots.iter_mut() {
+            if let Some(g) = game.as_mut() {
+                if matches!(meter.status, Status::Connecting | Status::Connected) {
+                    let socket = meter.socket;
+                    g.disconnect(&mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d));
+                }
+            }
+        }
+        self.flush();
+    }
+}
+
+/// Runs the whole load test and returns its report. Errors are setup failures (bad key file,
+/// unreachable metrics endpoint, sockets that cannot be opened), not measurement failures.
+pub fn run(args: &Args) -> Result<Report> {
+    let key = read_key(&args.key_file)?;
+    if let Some(url) = &args.metrics {
+        scrape::fetch(url).with_context(|| format!("cannot scrape --metrics {url}"))?;
+    }
+    let n = args.clients as usize;
+    let cfg = tickwire_io::Config {
+        max_events: MAX_EVENTS,
+        max_datagram: 1500,
+        send_queue: (n + 1024).max(4096),
+        socket_buffer_bytes: SOCKET_BUFFER_BYTES,
+    };
+    let mut io = tickwire_io::open(args.io_model, &cfg)
+        .with_context(|| format!("cannot open io model {}", args.io_model))?;
+    let local = bind_addr(args.server);
+    let mut bots = Vec::with_capacity(n);
+    let mut socket_to_bot = Vec::with_capacity(n);
+    for i in 0..n {
+        let socket = io.bind(local).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(24) {
+                format!(" (too many open files: raise `ulimit -n` above {})", n + 64)
+            } else {
+                String::new()
+            };
+            anyhow::anyhow!(
+                "cannot bind a UDP socket on {local} for bot {}: {e}{hint}",
+                i + 1
+            )
+        })?;
+        let idx = socket.0 as usize;
+        if socket_to_bot.len() <= idx {
+            socket_to_bot.resize(idx + 1, u32::MAX);
+        }
+        socket_to_bot[idx] = i as u32;
+        bots.push(Bot {
+            game: None,
+            meter: Meter::new(socket, args.seed ^ (i as u64).wrapping_mul(0x9e37_79b9)),
+        });
+    }
+    let io_model = io.model().to_string();
+    let progress_on = !args.no_progress && io::stderr().is_terminal();
+    let t0 = Instant::now();
+    let token_expire_secs =
+        args.connect_timeout_secs.as_secs() + args.duration.as_secs() + TOKEN_SPARE_SECS;
+    let mut swarm = Swarm {
+        io,
+        bots,
+        socket_to_bot,
+        outbox: Outbox::new(),
+        tally: Tally {
+            window: None,
+            connected: 0,
+            failed: 0,
+            lost_in_window: 0,
+            failures: Vec::new(),
+            tick_ms: None,
+            snapshots_total: 0,
+            snapshots_window: 0,
+            byes: 0,
+            rtt: LatencyHistogram::new(),
+        },
+        send_failures: 0,
+        inputs_sent_window: 0,
+        slips: 0,
+        t0,
+        unix_secs: unix_secs(),
+        server: args.server,
+        key,
+        protocol_id: args.protocol_id,
+        token_expire_secs,
+        started: 0,
+        next_wave_at: t0,
+        next_slot_at: t0,
+        slot_index: 0,
+        sending: true,
+        progress: progress_on.then(|| Progress {
+            next_at: t0 + PROGRESS_INTERVAL,
+            last_at: t0,
+            last_snapshots: 0,
+            printed: false,
+        }),
+    };
+
+    // Connect phase.
+    let connect_deadline = t0 + args.connect_timeout_secs;
+    loop {
+        let now = Instant::now();
+        swarm.unix_secs = unix_secs();
+        swarm.start_waves(now)?;
+        swarm.run_due_slots(now);
+        if swarm.connect_settled() || now >= connect_deadline {
+            break;
+        }
+        swarm.progress(now, "connecting");
+        let mut deadline = swarm.next_slot_at.min(connect_deadline);
+        if swarm.started < swarm.bots.len() {
+            deadline = deadline.min(swarm.next_wave_at);
+        }
+        if let Some(p) = &swarm.progress {
+            deadline = deadline.min(p.next_at);
+        }
+        swarm.wait(deadline)?;
+    }
+    swarm.abandon_stragglers();
+
+    // The window.
+    let metrics_start = scrape_or_warn(args.metrics.as_ref(), "start");
+    let cpu_start = process_cpu_time();
+    let window_start = Instant::now();
+    let window_end = window_start + args.duration;
+    let (ws, we) = (swarm.ns(window_start), swarm.ns(window_end));
+    swarm.tally.window = Some((ws, we));
+    let mut clients_connected = 0;
+    for Bot { game, meter } in swarm.bots.iter_mut() {
+        if let (Some(g), Status::Connected) = (game.as_ref(), meter.status) {
+            meter.counted = true;
+            meter.base = *g.stats();
+            clients_connected += 1;
+        }
+    }
+    if clients_connected > 0 {
+        loop {
+            let now = Instant::now();
+            if now >= window_end {
+                break;
+            }
+            swarm.unix_secs = unix_secs();
+            swarm.run_due_slots(now);
+            swarm.progress(now, "measuring");
+            let mut deadline = swarm.next_slot_at.min(window_end);
+            if let Some(p) = &swarm.progress {
+                deadline = deadline.min(p.next_at);
+            }
+            swarm.wait(deadline)?;
+        }
+    }
+    let window_stop = Instant::now();
+    let cpu_end = process_cpu_time();
+    let metrics_end = scrape_or_warn(args.metrics.as_ref(), "end");
+    swarm.end_progress();
+    swarm.sending = false;
+
+    let window = if clients_connected > 0 {
+        window_stop.min(window_end).duration_since(window_start)
+    } else {
+        Duration::ZERO
+    };
+    let report = build_report(
+        args,
+        &swarm,
+        io_model,
+        clients_connected,
+        window,
+        cpu_start.zip(cpu_end),
+        window_stop.duration_since(window_start),
+        metrics_start.zip(metrics_end),
+    );
+    swarm.disconnect_all();
+    Ok(report)
+}
+
+fn scrape_or_warn(url: Option<&MetricsUrl>, when: &str) -> Option<Scrape> {
+    let url = url?;
+    match scrape::fetch(url) {
+        Ok(s) => {
+            if s.malformed_lines > 0 {
+                eprintln!(
+                    "warning: {url}: skipped {} lines that are not Prometheus samples",
+                    s.malformed_lines
+                );
+            }
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("warning: scraping {url} at the window {when} failed: {e}");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    args: &Args,
+    swarm: &Swarm,
+    io_model: String,
+    clients_connected: u32,
+    window: Duration,
+    cpu: Option<(Duration, Duration)>,
+    cpu_wall: Duration,
+    metrics: Option<(Scrape, Scrape)>,
+) -> Report {
+    let window_ms = window.as_secs_f64() * 1000.0;
+    let mut expected = 0.0;
+    let (mut snaps, mut bytes, mut stale) = (0u64, 0u64, 0u64);
+    for Bot { game, meter } in swarm.bots.iter().filter(|b| b.meter.counted) {
+        expected += window_ms / f64::from(meter.tick_ms.max(1));
+        if let Some(g) = game {
+            let s = g.stats();
+            snaps += s.snapshots.saturating_sub(meter.base.snapshots);
+            bytes += s.snapshot_bytes.saturating_sub(meter.base.snapshot_bytes);
+            stale += s.snapshots_stale.saturating_sub(meter.base.snapshots_stale);
+        }
+    }
+    let loadtest_cpu_cores = cpu.and_then(|(a, b)| {
+        let wall = cpu_wall.as_secs_f64();
+        (wall > 0.0).then(|| b.saturating_sub(a).as_secs_f64() / wall)
+    });
+    let server_metrics = args.metrics.as_ref().map(|_| match &metrics {
+        Some((a, b)) => ServerFigures {
+            cpu_cores: scrape::cpu_cores(a, b),
+            tick_ms_p99: scrape::quantile_delta(0.99, scrape::TICK_DURATION_MS, a, b),
+            tick_lateness_ms_p99: scrape::quantile_delta(0.99, scrape::TICK_LATENESS_MS, a, b),
+        },
+        None => ServerFigures::default(),
+    });
+    let io_stats = swarm.io.stats();
+    Report {
+        server: args.server.to_string(),
+        clients_requested: args.clients,
+        clients_connected,
+        connect_failures: swarm.tally.failures.clone(),
+        clients_lost: swarm.tally.lost_in_window,
+        duration_s: args.duration.as_secs_f64(),
+        window_s: window.as_secs_f64(),
+        tick_ms: u32::from(swarm.tally.tick_ms.unwrap_or(DEFAULT_TICK_MS)),
+        snapshots_expected: expected,
+        snapshots_received: swarm.tally.snapshots_window,
+        rtt: Rtt::from_histogram(&swarm.tally.rtt),
+        snapshot_bytes_mean: (snaps > 0).then(|| bytes as f64 / snaps as f64),
+        io_model,
+        loadtest_cpu_cores,
+        server_metrics,
+        min_delivery: args.min_delivery,
+        diagnostics: Diagnostics {
+            schedule_slips: swarm.slips,
+            inputs_sent: swarm.inputs_sent_window,
+            snapshots_stale: stale,
+            send_failures: swarm.send_failures,
+            outbox_dropped: swarm.outbox.dropped,
+            io_truncated: io_stats.truncated,
+            io_recv_errors: io_stats.recv_errors,
+            byes: swarm.tally.byes,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_cpu() {
+        let line = "1234 (tick wire) (x) S 1 1234 1234 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 \
+                    100 1000 100 18446744073709551615";
+        assert_eq!(parse_proc_stat_cpu(line), Some(Duration::from_secs(3)));
+        assert_eq!(parse_proc_stat_cpu("garbage"), None);
+        assert_eq!(parse_proc_stat_cpu("1 (x) S 1 2"), None);
+        if cfg!(target_os = "linux") {
+            assert!(process_cpu_time().is_some());
+        }
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert_eq!(
+            bind_addr("127.0.0.1:7777".parse().unwrap()),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            bind_addr("10.1.2.3:7777".parse().unwrap()),
+            "0.0.0.0:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            bind_addr("[::1]:7777".parse().unwrap()),
+            "[::1]:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            bind_addr("[2001:db8::1]:7777".parse().unwrap()),
+            "[::]:0".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn random_walk_is_seeded_and_turns() {
+        let mut a = Meter::new(SocketId(0), 7);
+        let mut b = Meter::new(SocketId(0), 7);
+        let mut c = Meter::new(SocketId(0), 8);
+        let wa: Vec<_> = (0..500).map(|_| a.next_move()).collect();
+        let wb: Vec<_> = (0..500).map(|_| b.next_move()).collect();
+        let wc: Vec<_> = (0..500).map(|_| c.next_move()).collect();
+        assert_eq!(wa, wb);
+        assert_ne!(wa, wc);
+        // Direction holds for 48..=79 inputs, then changes (500 inputs: at least 6 turns).
+        let turns = wa.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!((5..=10).contains(&turns), "{turns}");
+        assert!(wa.iter().all(|&(x, y)| x >= -127 && y >= -127));
+    }
+
+    fn tally() -> Tally {
+        Tally {
+            window: Some((1_000, 1_000_000_000)),
+            connected: 1,
+            failed: 0,
+            lost_in_window: 0,
+            failures: Vec::new(),
+            tick_ms: None,
+            snapshots_total: 0,
+            snapshots_window: 0,
+            byes: 0,
+            rtt: LatencyHistogram::new(),
+        }
+    }
+
+    fn snapshot(tick: u32, last_input_seq: u32) -> GameEvent {
+        GameEvent::Snapshot(tickwire_client::Snapshot {
+            tick,
+            last_input_seq,
+            you: 1,
+            entities: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn rtt_from_acknowledged_inputs() {
+        let mut t = tally();
+        let mut m = Meter::new(SocketId(0), 1);
+        m.status = Status::Connected;
+        m.counted = true;
+        // Inputs 1..=3 sent at 10, 26, 42 ms.
+        for (seq, ms) in [(1u32, 10u64), (2, 26), (3, 42)] {
+            m.record_send(seq, ms * 1_000_000);
+        }
+        // A snapshot at 30 ms acks 1 and 2: two samples, 20 ms and 4 ms.
+        on_event(&mut m, &mut t, snapshot(1, 2), 30_000_000);
+        assert_eq!(t.rtt.count(), 2);
+        assert_eq!(t.rtt.max_us(), Some(20_000));
+        // Same ack again: nothing new.
+        on_event(&mut m, &mut t, snapshot(2, 2), 46_000_000);
+        assert_eq!(t.rtt.count(), 2);
+        // Ack 3 at 50 ms: 8 ms.
+        on_event(&mut m, &mut t, snapshot(3, 3), 50_000_000);
+        assert_eq!(t.rtt.count(), 3);
+        // The median (8 ms) within the histogram's 1/64 resolution.
+        let p50 = t.rtt.quantile_us(0.5).unwrap();
+        assert!((8_000..=8_000 + 8_000 / 64).contains(&p50), "{p50}");
+        assert_eq!(
+            (m.snapshots, t.snapshots_window, t.snapshots_total),
+            (3, 3, 3)
+        );
+        // Outside the window: the snapshot is not counted, the ack still advances.
+        m.record_send(4, 60_000_000);
+        on_event(&mut m, &mut t, snapshot(4, 4), 2_000_000_000);
+        assert_eq!(
+            (m.snapshots, t.snapshots_window, t.snapshots_total),
+            (3, 3, 4)
+        );
+        assert_eq!((t.rtt.count(), m.last_acked), (3, 4));
+        // A huge jump only looks at the ring, never panics.
+        on_event(&mut m, &mut t, snapshot(5, u32::MAX), 3_000_000);
+        assert_eq!(m.last_acked, u32::MAX);
+    }
+
+    #[test]
+    fn connection_lifecycle_counts() {
+        let mut t = tally();
+        t.connected = 0;
+        let mut m = Meter::new(SocketId(0), 1);
+        m.status = Status::Connecting;
+        on_event(&mut m, &mut t, GameEvent::Connected { client_index: 0 }, 0);
+        assert_eq!((m.status, t.connected), (Status::Connected, 1));
+        on_event(
+            &mut m,
+            &mut t,
+            GameEvent::Welcome(tickwire_client::Welcome {
+                player_id: 1,
+                tick_ms: 20,
+                tick: 0,
+                arena_width: 100,
+                arena_height: 100,
+            }),
+            0,
+        );
+        assert_eq!((m.tick_ms, t.tick_ms), (20, Some(20)));
+        m.counted = true;
+        on_event(
+            &mut m,
+            &mut t,
+            GameEvent::Disconnected(tickwire_client::ClientState::Disconnected),
+            5_000,
+        );
+        assert_eq!(
+            (m.status, t.connected, t.lost_in_window),
+            (Status::Lost, 0, 1)
+        );
+
+        let mut m = Meter::new(SocketId(1), 2);
+        m.status = Status::Connecting;
+        on_event(
+            &mut m,
+            &mut t,
+            GameEvent::Disconnected(tickwire_client::ClientState::Disconnected),
+            0,
+        );
+        assert_eq!((m.status, t.failed), (Status::Failed, 1));
+        assert_eq!(t.failures, vec![("disconnected".to_string(), 1)]);
+    }
+
+    #[test]
+    fn outbox_is_bounded() {
+        let mut o = Outbox::new();
+        let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let big = vec![7u8; 1400];
+        for _ in 0..(OUTBOX_BYTES / 1400 + 10) {
+            o.push(SocketId(3), to, &big);
+        }
+        assert_eq!(o.items.len(), OUTBOX_BYTES / 1400);
+        assert_eq!(o.dropped, 10);
+        assert!(o.bytes.capacity() == OUTBOX_BYTES, "never grows");
+    }
+}
