@@ -36,7 +36,10 @@ fn handshake_completes() {
         p.peers[c].events,
         vec![
             CEv::State(ClientState::SendingChallengeResponse),
-            CEv::Connected { client_index: 0, max_clients: 4 },
+            CEv::Connected {
+                client_index: 0,
+                max_clients: 4
+            },
             CEv::State(ClientState::Connected),
         ]
     );
@@ -52,16 +55,31 @@ fn payloads_both_ways() {
     let c = p.connect_one(1);
     p.client_send(c, b"hello server").expect("client send");
     p.deliver();
-    assert_eq!(p.server_events.last(), Some(&SEv::Payload { client: 0, data: b"hello server".to_vec() }));
+    assert_eq!(
+        p.server_events.last(),
+        Some(&SEv::Payload {
+            client: 0,
+            data: b"hello server".to_vec()
+        })
+    );
     p.server_send(0, b"hello client").expect("server send");
     p.deliver();
-    assert_eq!(p.peers[c].events.last(), Some(&CEv::Payload(b"hello client".to_vec())));
+    assert_eq!(
+        p.peers[c].events.last(),
+        Some(&CEv::Payload(b"hello client".to_vec()))
+    );
 
     let big = vec![0xAB; MAX_PAYLOAD_BYTES];
     p.client_send(c, &big).expect("1200 bytes ok");
     p.server_send(0, &big).expect("1200 bytes ok");
     p.deliver();
-    assert_eq!(p.server_events.last(), Some(&SEv::Payload { client: 0, data: big.clone() }));
+    assert_eq!(
+        p.server_events.last(),
+        Some(&SEv::Payload {
+            client: 0,
+            data: big.clone()
+        })
+    );
     assert_eq!(p.peers[c].events.last(), Some(&CEv::Payload(big.clone())));
 
     let too_big = vec![0; MAX_PAYLOAD_BYTES + 1];
@@ -83,12 +101,17 @@ fn keep_alive_precedes_payloads_until_confirmed() {
     assert_eq!(p.server_send(0, b"welcome"), Ok(2));
     p.deliver();
     assert_eq!(p.peers[c].client.state(), ClientState::Connected);
-    assert!(p.peers[c].events.contains(&CEv::Payload(b"welcome".to_vec())));
+    assert!(p.peers[c]
+        .events
+        .contains(&CEv::Payload(b"welcome".to_vec())));
     // The client's keep-alive (10 Hz when idle) confirms it.
     p.step(ms(150));
     assert_eq!(p.server_send(0, b"snapshot"), Ok(1));
     p.deliver();
-    assert_eq!(p.peers[c].events.last(), Some(&CEv::Payload(b"snapshot".to_vec())));
+    assert_eq!(
+        p.peers[c].events.last(),
+        Some(&CEv::Payload(b"snapshot".to_vec()))
+    );
 }
 
 #[test]
@@ -110,7 +133,10 @@ fn lost_first_keep_alive_is_recovered() {
     p.drop_next_s2c_len = Some(26);
     p.step_until(50, |p| p.server.connected_clients() == 1);
     assert_eq!(p.drop_next_s2c_len, None, "the keep-alive was dropped");
-    assert_eq!(p.peers[c].client.state(), ClientState::SendingChallengeResponse);
+    assert_eq!(
+        p.peers[c].client.state(),
+        ClientState::SendingChallengeResponse
+    );
     // The client keeps resending responses (ignored: already connected); the server's
     // periodic keep-alive completes the handshake.
     p.step_until(50, |p| p.peers[0].client.state() == ClientState::Connected);
@@ -145,7 +171,10 @@ fn timeout_disconnects_when_packets_stop() {
     assert_eq!(p.server.connected_clients(), 0);
     assert_eq!(
         p.server_events.last(),
-        Some(&SEv::Disconnected { client: 0, reason: DisconnectReason::TimedOut })
+        Some(&SEv::Disconnected {
+            client: 0,
+            reason: DisconnectReason::TimedOut
+        })
     );
     assert_eq!(p.peers[c].client.state(), ClientState::ConnectionTimedOut);
     assert!(p.peers[c].client.state().is_error());
@@ -155,7 +184,10 @@ fn timeout_disconnects_when_packets_stop() {
 #[test]
 fn zero_timeout_disables_timeouts() {
     let mut p = Pair::new(2);
-    let t = token(&TokenSpec { timeout_secs: 0, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        timeout_secs: 0,
+        ..TokenSpec::default()
+    });
     let c = p.add_client(&t);
     p.step_until(50, |p| p.peers[0].client.state() == ClientState::Connected);
     p.block_c2s = true;
@@ -171,7 +203,9 @@ fn client_disconnect_is_seen_by_server() {
     let mut p = Pair::new(2);
     let c = p.connect_one(4);
     let mut out = Vec::new();
-    p.peers[c].client.disconnect(&mut |to, b| out.push((to, b.to_vec())));
+    p.peers[c]
+        .client
+        .disconnect(&mut |to, b| out.push((to, b.to_vec())));
     assert_eq!(out.len(), 10, "10 redundant disconnect packets");
     assert_eq!(p.peers[c].client.state(), ClientState::Disconnected);
     for (_, b) in out {
@@ -180,9 +214,16 @@ fn client_disconnect_is_seen_by_server() {
     p.deliver();
     assert_eq!(
         p.server_events.last(),
-        Some(&SEv::Disconnected { client: 0, reason: DisconnectReason::ClientDisconnected })
+        Some(&SEv::Disconnected {
+            client: 0,
+            reason: DisconnectReason::ClientDisconnected
+        })
     );
-    assert_eq!(p.server_events.len(), 2, "one Disconnected despite 10 packets");
+    assert_eq!(
+        p.server_events.len(),
+        2,
+        "one Disconnected despite 10 packets"
+    );
     assert_eq!(p.server.connected_clients(), 0);
     assert_eq!(p.drops(DropReason::UnknownAddress), 9);
 }
@@ -192,7 +233,8 @@ fn server_disconnect_is_seen_by_client() {
     let mut p = Pair::new(2);
     let c = p.connect_one(4);
     let mut out = Vec::new();
-    p.server.disconnect(0, &mut |to, b| out.push((to, b.to_vec())));
+    p.server
+        .disconnect(0, &mut |to, b| out.push((to, b.to_vec())));
     assert_eq!(out.len(), 10);
     assert!(out.iter().all(|(to, _)| *to == client_addr(c)));
     assert_eq!(p.server.connected_clients(), 0);
@@ -201,7 +243,10 @@ fn server_disconnect_is_seen_by_client() {
     }
     p.deliver();
     assert_eq!(p.peers[c].client.state(), ClientState::Disconnected);
-    assert_eq!(p.peers[c].events.last(), Some(&CEv::State(ClientState::Disconnected)));
+    assert_eq!(
+        p.peers[c].events.last(),
+        Some(&CEv::State(ClientState::Disconnected))
+    );
     // No event for a deliberate server disconnect.
     assert_eq!(p.server_events.len(), 1);
 }
@@ -223,10 +268,18 @@ fn disconnect_all_frees_every_slot_and_slot_is_reused() {
 fn server_full_denies() {
     let mut p = Pair::new(1);
     p.connect_one(1);
-    let t = token(&TokenSpec { client_id: 2, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        client_id: 2,
+        ..TokenSpec::default()
+    });
     let c = p.add_client(&t);
-    p.step_until(50, |p| p.peers[1].client.state() == ClientState::ConnectionDenied);
-    assert_eq!(p.peers[c].events.last(), Some(&CEv::State(ClientState::ConnectionDenied)));
+    p.step_until(50, |p| {
+        p.peers[1].client.state() == ClientState::ConnectionDenied
+    });
+    assert_eq!(
+        p.peers[c].events.last(),
+        Some(&CEv::State(ClientState::ConnectionDenied))
+    );
     assert!(p.server.stats().denies[DenyReason::ServerFull.index()] >= 1);
     assert_eq!(p.server.connected_clients(), 1);
 }
@@ -237,10 +290,15 @@ fn not_accepting_denies() {
     p.server.set_accepting(false);
     let t = token(&TokenSpec::default());
     p.add_client(&t);
-    p.step_until(50, |p| p.peers[0].client.state() == ClientState::ConnectionDenied);
+    p.step_until(50, |p| {
+        p.peers[0].client.state() == ClientState::ConnectionDenied
+    });
     assert!(p.server.stats().denies[DenyReason::NotAccepting.index()] >= 1);
     p.server.set_accepting(true);
-    let t = token(&TokenSpec { client_id: 2, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        client_id: 2,
+        ..TokenSpec::default()
+    });
     p.add_client(&t);
     p.step_until(50, |p| p.peers[1].client.state() == ClientState::Connected);
 }
@@ -251,7 +309,11 @@ fn many_clients_get_distinct_slots() {
     for id in 1..=8 {
         p.connect_one(id);
     }
-    let mut slots: Vec<u32> = p.peers.iter().filter_map(|c| c.client.client_index()).collect();
+    let mut slots: Vec<u32> = p
+        .peers
+        .iter()
+        .filter_map(|c| c.client.client_index())
+        .collect();
     slots.sort_unstable();
     assert_eq!(slots, (0..8).collect::<Vec<_>>());
     for (i, peer) in p.peers.iter().enumerate() {
@@ -265,7 +327,11 @@ fn moves_to_next_server_address_on_timeout() {
     let mut p = Pair::new(2);
     let dead = addr("127.0.0.1:40001");
     let addrs = [dead, server_addr()];
-    let t = token(&TokenSpec { addrs: &addrs, timeout_secs: 1, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        addrs: &addrs,
+        timeout_secs: 1,
+        ..TokenSpec::default()
+    });
     let c = p.add_client(&t);
     assert_eq!(p.peers[c].client.server_addr(), dead);
     p.step_until(300, |p| p.peers[0].client.state() == ClientState::Connected);
@@ -276,17 +342,27 @@ fn moves_to_next_server_address_on_timeout() {
 fn request_times_out_without_server() {
     let mut p = Pair::new(2);
     p.block_c2s = true;
-    let t = token(&TokenSpec { timeout_secs: 1, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        timeout_secs: 1,
+        ..TokenSpec::default()
+    });
     let c = p.add_client(&t);
     p.step_until(150, |p| p.peers[0].client.state().is_error());
-    assert_eq!(p.peers[c].client.state(), ClientState::ConnectionRequestTimedOut);
+    assert_eq!(
+        p.peers[c].client.state(),
+        ClientState::ConnectionRequestTimedOut
+    );
 }
 
 #[test]
 fn connect_token_expires_on_client() {
     let mut p = Pair::new(2);
     p.block_c2s = true;
-    let t = token(&TokenSpec { timeout_secs: 10, expire_secs: 2, ..TokenSpec::default() });
+    let t = token(&TokenSpec {
+        timeout_secs: 10,
+        expire_secs: 2,
+        ..TokenSpec::default()
+    });
     let c = p.add_client(&t);
     p.step_until(300, |p| p.peers[0].client.state().is_error());
     assert_eq!(p.peers[c].client.state(), ClientState::ConnectTokenExpired);
@@ -297,7 +373,10 @@ fn client_rejects_bad_tokens() {
     let now = start_now();
     assert!(matches!(
         Client::new(&[0u8; 100], now),
-        Err(TokenError::WrongLength { expected: 2048, actual: 100 })
+        Err(TokenError::WrongLength {
+            expected: 2048,
+            actual: 100
+        })
     ));
     let mut t = token(&TokenSpec::default());
     t[0] = b'X';
@@ -318,11 +397,15 @@ fn client_ignores_packets_from_other_addresses() {
         &mut buf,
     )
     .expect("encode");
-    p.peers[c].inbox.push_back((addr("127.0.0.1:40009"), buf[..n].to_vec()));
+    p.peers[c]
+        .inbox
+        .push_back((addr("127.0.0.1:40009"), buf[..n].to_vec()));
     p.deliver();
     assert_eq!(p.peers[c].client.state(), ClientState::Connected);
     // From the right address it disconnects.
-    p.peers[c].inbox.push_back((server_addr(), buf[..n].to_vec()));
+    p.peers[c]
+        .inbox
+        .push_back((server_addr(), buf[..n].to_vec()));
     p.deliver();
     assert_eq!(p.peers[c].client.state(), ClientState::Disconnected);
 }

@@ -26,7 +26,10 @@ fn user_data() -> [u8; USER_DATA_BYTES] {
 }
 
 fn addrs() -> [SocketAddr; 2] {
-    ["127.0.0.1:40000".parse().unwrap(), "[2001:db8::1]:40001".parse().unwrap()]
+    [
+        "127.0.0.1:40000".parse().unwrap(),
+        "[2001:db8::1]:40001".parse().unwrap(),
+    ]
 }
 
 fn build(addrs: &[SocketAddr]) -> Result<[u8; CONNECT_TOKEN_BYTES], TokenError> {
@@ -51,7 +54,9 @@ fn build(addrs: &[SocketAddr]) -> Result<[u8; CONNECT_TOKEN_BYTES], TokenError> 
 fn address_bytes() -> Vec<u8> {
     let mut v = vec![1, 127, 0, 0, 1, 0x40, 0x9C]; // IPv4, 40000 = 0x9C40 LE
     v.push(2); // IPv6: eight u16 LE segments then port
-    v.extend_from_slice(&[0x01, 0x20, 0xB8, 0x0D, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00]);
+    v.extend_from_slice(&[
+        0x01, 0x20, 0xB8, 0x0D, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+    ]);
     v.extend_from_slice(&[0x41, 0x9C]);
     v
 }
@@ -61,7 +66,10 @@ fn golden_public_layout() {
     let t = build(&addrs()).expect("builds");
     assert_eq!(t.len(), 2048);
     assert_eq!(&t[0..13], b"NETCODE 1.02\0");
-    assert_eq!(&t[13..21], &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+    assert_eq!(
+        &t[13..21],
+        &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+    );
     assert_eq!(&t[21..29], &CREATE.to_le_bytes());
     assert_eq!(&t[29..37], &(CREATE + EXPIRE_SECS).to_le_bytes());
     assert_eq!(&t[37..61], &nonce());
@@ -97,7 +105,13 @@ fn golden_private_part_matches_hand_built_encryption() {
     assert_eq!(aad.len(), 29);
     let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&PRIVATE_KEY));
     let sealed = cipher
-        .encrypt(XNonce::from_slice(&nonce()), Payload { msg: &plain, aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&nonce()),
+            Payload {
+                msg: &plain,
+                aad: &aad,
+            },
+        )
         .expect("encrypt");
     assert_eq!(sealed.len(), 1024);
     assert_eq!(&t[61..1085], &sealed[..]);
@@ -135,10 +149,16 @@ fn read_and_decrypt_round_trip() {
     assert_eq!(private.server_to_client_key, S2C);
     assert_eq!(private.user_data, user_data());
 
-    assert_eq!(ConnectTokenPrivate::decrypt(&p, &[0x43; 32]), Err(TokenError::DecryptFailed));
+    assert_eq!(
+        ConnectTokenPrivate::decrypt(&p, &[0x43; 32]),
+        Err(TokenError::DecryptFailed)
+    );
     let mut tampered = p.clone();
     tampered.expire_unix_secs += 1; // AAD covers the expire timestamp
-    assert_eq!(ConnectTokenPrivate::decrypt(&tampered, &PRIVATE_KEY), Err(TokenError::DecryptFailed));
+    assert_eq!(
+        ConnectTokenPrivate::decrypt(&tampered, &PRIVATE_KEY),
+        Err(TokenError::DecryptFailed)
+    );
 }
 
 #[test]
@@ -161,18 +181,28 @@ fn negative_timeout_round_trips() {
     )
     .expect("builds");
     assert_eq!(&t[1085..1089], &[0xFF; 4]);
-    assert_eq!(ConnectTokenPublic::read(&t).expect("reads").timeout_secs, -1);
+    assert_eq!(
+        ConnectTokenPublic::read(&t).expect("reads").timeout_secs,
+        -1
+    );
 }
 
 #[test]
 fn thirty_two_addresses_fit_and_thirty_three_do_not() {
-    let many: Vec<SocketAddr> =
-        (0..32).map(|i| format!("[2001:db8::{i}]:{}", 1000 + i).parse().unwrap()).collect();
+    let many: Vec<SocketAddr> = (0..32)
+        .map(|i| format!("[2001:db8::{i}]:{}", 1000 + i).parse().unwrap())
+        .collect();
     let t = build(&many).expect("32 IPv6 addresses fit");
-    assert_eq!(ConnectTokenPublic::read(&t).expect("reads").server_addrs, many);
+    assert_eq!(
+        ConnectTokenPublic::read(&t).expect("reads").server_addrs,
+        many
+    );
     let mut too_many = many.clone();
     too_many.push(addrs()[0]);
-    assert_eq!(build(&too_many).err(), Some(TokenError::BadAddressCount(33)));
+    assert_eq!(
+        build(&too_many).err(),
+        Some(TokenError::BadAddressCount(33))
+    );
     assert_eq!(build(&[]).err(), Some(TokenError::BadAddressCount(0)));
 }
 
@@ -181,25 +211,46 @@ fn read_errors() {
     let t = build(&addrs()).expect("builds");
     assert_eq!(
         ConnectTokenPublic::read(&t[..2047]).err(),
-        Some(TokenError::WrongLength { expected: 2048, actual: 2047 })
+        Some(TokenError::WrongLength {
+            expected: 2048,
+            actual: 2047
+        })
     );
     let mut bad = t;
     bad[11] = b'1'; // "NETCODE 1.01"
-    assert_eq!(ConnectTokenPublic::read(&bad).err(), Some(TokenError::BadVersion));
+    assert_eq!(
+        ConnectTokenPublic::read(&bad).err(),
+        Some(TokenError::BadVersion)
+    );
     let mut bad = t;
     bad[1089..1093].copy_from_slice(&0u32.to_le_bytes());
-    assert_eq!(ConnectTokenPublic::read(&bad).err(), Some(TokenError::BadAddressCount(0)));
+    assert_eq!(
+        ConnectTokenPublic::read(&bad).err(),
+        Some(TokenError::BadAddressCount(0))
+    );
     let mut bad = t;
     bad[1089..1093].copy_from_slice(&33u32.to_le_bytes());
-    assert_eq!(ConnectTokenPublic::read(&bad).err(), Some(TokenError::BadAddressCount(33)));
+    assert_eq!(
+        ConnectTokenPublic::read(&bad).err(),
+        Some(TokenError::BadAddressCount(33))
+    );
     let mut bad = t;
     bad[1093] = 0; // netcode 1.00's IPv4 type value is not valid in 1.02
-    assert_eq!(ConnectTokenPublic::read(&bad).err(), Some(TokenError::BadAddressType(0)));
+    assert_eq!(
+        ConnectTokenPublic::read(&bad).err(),
+        Some(TokenError::BadAddressType(0))
+    );
     let mut bad = t;
     bad[21..29].copy_from_slice(&(CREATE + EXPIRE_SECS + 1).to_le_bytes());
-    assert_eq!(ConnectTokenPublic::read(&bad).err(), Some(TokenError::BadTimestamps));
+    assert_eq!(
+        ConnectTokenPublic::read(&bad).err(),
+        Some(TokenError::BadTimestamps)
+    );
     for e in [
-        TokenError::WrongLength { expected: 2048, actual: 1 },
+        TokenError::WrongLength {
+            expected: 2048,
+            actual: 1,
+        },
         TokenError::BadVersion,
         TokenError::BadAddressCount(0),
         TokenError::BadAddressType(9),

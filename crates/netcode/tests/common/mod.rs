@@ -63,7 +63,11 @@ impl Default for TokenSpec<'_> {
 /// so that tokens differ).
 pub fn token(spec: &TokenSpec<'_>) -> [u8; CONNECT_TOKEN_BYTES] {
     let default_addrs = [server_addr()];
-    let addrs = if spec.addrs.is_empty() { &default_addrs[..] } else { spec.addrs };
+    let addrs = if spec.addrs.is_empty() {
+        &default_addrs[..]
+    } else {
+        spec.addrs
+    };
     let mut nonce = NONCE;
     nonce[..8].copy_from_slice(&spec.client_id.to_le_bytes());
     build_connect_token(
@@ -95,17 +99,39 @@ pub fn server_config(max_clients: usize) -> ServerConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SEv {
-    Connected { client: usize, client_id: u64, addr: SocketAddr, user_data: Vec<u8> },
-    Payload { client: usize, data: Vec<u8> },
-    Disconnected { client: usize, reason: DisconnectReason },
+    Connected {
+        client: usize,
+        client_id: u64,
+        addr: SocketAddr,
+        user_data: Vec<u8>,
+    },
+    Payload {
+        client: usize,
+        data: Vec<u8>,
+    },
+    Disconnected {
+        client: usize,
+        reason: DisconnectReason,
+    },
 }
 
 pub fn own_server_event(e: ServerEvent<'_>) -> SEv {
     match e {
-        ServerEvent::Connected { client, client_id, addr, user_data } => {
-            SEv::Connected { client, client_id, addr, user_data: user_data.to_vec() }
-        }
-        ServerEvent::Payload { client, data } => SEv::Payload { client, data: data.to_vec() },
+        ServerEvent::Connected {
+            client,
+            client_id,
+            addr,
+            user_data,
+        } => SEv::Connected {
+            client,
+            client_id,
+            addr,
+            user_data: user_data.to_vec(),
+        },
+        ServerEvent::Payload { client, data } => SEv::Payload {
+            client,
+            data: data.to_vec(),
+        },
         ServerEvent::Disconnected { client, reason } => SEv::Disconnected { client, reason },
     }
 }
@@ -119,9 +145,13 @@ pub enum CEv {
 
 pub fn own_client_event(e: ClientEvent<'_>) -> CEv {
     match e {
-        ClientEvent::Connected { client_index, max_clients } => {
-            CEv::Connected { client_index, max_clients }
-        }
+        ClientEvent::Connected {
+            client_index,
+            max_clients,
+        } => CEv::Connected {
+            client_index,
+            max_clients,
+        },
         ClientEvent::Payload(d) => CEv::Payload(d.to_vec()),
         ClientEvent::StateChanged(s) => CEv::State(s),
     }
@@ -152,7 +182,10 @@ pub struct Pair {
 }
 
 pub fn start_now() -> Now {
-    Now { mono: Duration::from_secs(1), unix_secs: UNIX_START }
+    Now {
+        mono: Duration::from_secs(1),
+        unix_secs: UNIX_START,
+    }
 }
 
 impl Pair {
@@ -258,16 +291,20 @@ impl Pair {
             let mut out = Vec::new();
             let p = &mut self.peers[i];
             let evs = &mut p.events;
-            p.client.update(self.now, &mut |to, b| out.push((to, b.to_vec())), &mut |e| {
-                evs.push(own_client_event(e))
-            });
+            p.client.update(
+                self.now,
+                &mut |to, b| out.push((to, b.to_vec())),
+                &mut |e| evs.push(own_client_event(e)),
+            );
             self.send_from_client(i, out);
         }
         let mut out = Vec::new();
         let mut evs = Vec::new();
-        self.server.update(self.now, &mut |to, b| out.push((to, b.to_vec())), &mut |e| {
-            evs.push(own_server_event(e))
-        });
+        self.server.update(
+            self.now,
+            &mut |to, b| out.push((to, b.to_vec())),
+            &mut |e| evs.push(own_server_event(e)),
+        );
         self.server_events.extend(evs);
         for (to, b) in out {
             self.route_from_server(to, &b);
@@ -287,7 +324,10 @@ impl Pair {
     }
 
     pub fn connect_one(&mut self, client_id: u64) -> usize {
-        let t = token(&TokenSpec { client_id, ..TokenSpec::default() });
+        let t = token(&TokenSpec {
+            client_id,
+            ..TokenSpec::default()
+        });
         let i = self.add_client(&t);
         self.step_until(100, |p| p.peers[i].client.state() == ClientState::Connected);
         i
@@ -296,7 +336,9 @@ impl Pair {
     pub fn client_send(&mut self, i: usize, payload: &[u8]) -> Result<(), SendError> {
         let mut out = Vec::new();
         let now = self.now;
-        let r = self.peers[i].client.send_payload(now, payload, &mut |to, b| out.push((to, b.to_vec())));
+        let r = self.peers[i]
+            .client
+            .send_payload(now, payload, &mut |to, b| out.push((to, b.to_vec())));
         self.send_from_client(i, out);
         r
     }
@@ -304,7 +346,11 @@ impl Pair {
     pub fn server_send(&mut self, client: usize, payload: &[u8]) -> Result<usize, SendError> {
         let mut out = Vec::new();
         let now = self.now;
-        let r = self.server.send_payload(now, client, payload, &mut |to, b| out.push((to, b.to_vec())));
+        let r = self
+            .server
+            .send_payload(now, client, payload, &mut |to, b| {
+                out.push((to, b.to_vec()))
+            });
         let n = out.len();
         for (to, b) in out {
             self.route_from_server(to, &b);
