@@ -19,9 +19,11 @@
 //! ```
 //!
 //! Performance: every table is allocated for `max_players` in [`World::new`]. Two uniform grids
-//! (flat arrays rebuilt by counting sort) serve player-player collisions (cells about one
-//! player spacing) and nearest queries (cells about three spacings, searched in rings); a
-//! static grid indexes the walls. See `examples/bench_step.rs`.
+//! (flat arrays rebuilt by counting sort, power-of-two cells) serve player-player collisions
+//! (cells about one player spacing `sqrt(area / max_players)`, pairs collected once per step
+//! into a fixed-capacity contact list) and nearest queries (cells about two spacings, searched
+//! in rings); a static grid indexes the walls. `nearest` allocates nothing but `out`. See
+//! `examples/bench_step.rs` (1500 players: step ~0.2 ms, nearest(55) ~2 us on the dev VM).
 #![forbid(unsafe_code)]
 
 mod grid;
