@@ -356,7 +356,7 @@ impl World {
     /// 1. each velocity accelerates toward `direction / 127 * top speed` (by a quarter of the
     ///    top speed per tick), the player moves, and is pushed out of the border and obstacles;
     /// 2. pairs of players closer than three radii are collected through the collision grid,
-    ///    and up to [`COLLISION_PASSES`] relaxation passes push overlapping pairs apart, each
+    ///    and up to 3 relaxation passes push overlapping pairs apart, each
     ///    followed by a wall pass over the players it moved (so nobody ends inside a wall or
     ///    outside the arena);
     /// 3. each velocity is cut to the displacement actually achieved (blocked players do not
