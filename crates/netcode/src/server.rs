@@ -28,8 +28,8 @@ pub const NUM_DISCONNECT_PACKETS: usize = 10;
 /// these nonces apart from the session's own sequence under the same key (as netcode.c).
 const GLOBAL_SEQUENCE_START: u64 = 1 << 63;
 
-/// Server configuration.
-#[derive(Clone, Debug)]
+/// Server configuration. `Debug` redacts the private key.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Application protocol id; requests with another id are dropped.
     pub protocol_id: u64,
@@ -40,6 +40,17 @@ pub struct ServerConfig {
     /// The addresses clients reach this server at; a token must list one of them. An entry
     /// with an unspecified IP (0.0.0.0 or ::) matches any token address with the same port.
     pub public_addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("protocol_id", &self.protocol_id)
+            .field("private_key", &"<redacted>")
+            .field("max_clients", &self.max_clients)
+            .field("public_addrs", &self.public_addrs)
+            .finish()
+    }
 }
 
 /// Why `send_payload` refused.

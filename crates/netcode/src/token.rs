@@ -81,8 +81,8 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
-/// Inputs for building a connect token.
-#[derive(Clone, Copy, Debug)]
+/// Inputs for building a connect token. `Debug` redacts the private key.
+#[derive(Clone, Copy)]
 pub struct TokenParams<'a> {
     /// Application protocol id.
     pub protocol_id: u64,
@@ -100,6 +100,20 @@ pub struct TokenParams<'a> {
     pub user_data: [u8; USER_DATA_BYTES],
     /// Key shared by the web backend and the dedicated servers.
     pub private_key: &'a Key,
+}
+
+impl fmt::Debug for TokenParams<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenParams")
+            .field("protocol_id", &self.protocol_id)
+            .field("client_id", &self.client_id)
+            .field("create_unix_secs", &self.create_unix_secs)
+            .field("expire_secs", &self.expire_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("server_addrs", &self.server_addrs)
+            .field("private_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Little-endian cursor writer over a fixed buffer. Callers size buffers so writes never
