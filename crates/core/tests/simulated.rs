@@ -67,6 +67,9 @@ fn now(ms: u64) -> Now {
     }
 }
 
+/// First and latest position of an entity.
+type Track = ((i32, i32), (i32, i32));
+
 struct Bot {
     addr: SocketAddr,
     client: GameClient,
@@ -77,7 +80,7 @@ struct Bot {
     snapshots: u32,
     you: Option<u32>,
     /// First and latest position seen of every other entity.
-    others: HashMap<u32, ((i32, i32), (i32, i32))>,
+    others: HashMap<u32, Track>,
     direction: (i8, i8),
 }
 
