@@ -14,7 +14,7 @@
 //! let health = Arc::new(admin::Health::new());
 //! let admin = admin::spawn(bind, handle, Arc::clone(&health))?;   // logs admin.local_addr()
 //! // in the loop, once per tick:
-//! health.tick_completed(finished);  // or health.tick()
+//! health.tick_completed(finished);
 //! health.set_accepting(connected < max_players);
 //! // drop(admin) stops both threads.
 //! ```
@@ -70,6 +70,7 @@ impl Health {
     }
 
     /// Records that a tick completed now.
+    #[cfg(test)]
     pub fn tick(&self) {
         self.tick_completed(Instant::now());
     }

@@ -192,11 +192,9 @@ pub struct SnapshotConfig {
     pub max_entities: usize,
 }
 
-/// Where a value came from.
+/// Where a value came from (a key absent from [`Config::origins`] has its built-in default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// The built-in default.
-    Default,
     /// A config file, 1-based line.
     File {
         /// The file.
@@ -213,7 +211,6 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Default => f.write_str("default"),
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::Env(var) => write!(f, "env {var}"),
             Origin::Flag(flag) => f.write_str(flag),

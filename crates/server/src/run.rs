@@ -1,0 +1,359 @@
+//! The tick loop: the thin I/O shell around [`tickwire_core::GameServer`].
+//!
+//! ```text
+//! deadline(k) = t0 + k * tick
+//! while now < deadline: poll I/O until min(deadline, now + timeout); answer handshakes
+//! at the deadline:      server.tick(); flush every snapshot in one batch
+//! ```
+//! Tick k starts at `t0 + k * tick`, so there is no drift. When a tick ends after the next
+//! deadline has already passed, the missed deadlines are counted as overruns and the loop
+//! skips ahead to the next deadline in the future (docs/architecture.md says why).
+//!
+//! This is the only place that reads the clock; the core gets it as [`Now`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use tickwire_core::{DenyReason, DropReason, GameServer, Now, ServerStats};
+use tickwire_io::{Backend, SocketId};
+
+use crate::admin::Health;
+use crate::metrics as m;
+
+/// Everything the loop needs, built and validated by `main`.
+pub struct RunParams {
+    /// The opened backend (after model choice and fallback).
+    pub backend: Box<dyn Backend>,
+    /// The bound game socket inside `backend`.
+    pub sock: SocketId,
+    /// The server, built from the config.
+    pub server: GameServer,
+    /// The fixed tick.
+    pub tick: Duration,
+    /// The longest single I/O wait.
+    pub timeout: Duration,
+    /// Set by SIGTERM/SIGINT: tell clients and exit.
+    pub shutdown: Arc<AtomicBool>,
+    /// Shared with the admin endpoint.
+    pub health: Arc<Health>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunSummary {
+    /// Ticks executed.
+    pub ticks: u64,
+    /// Deadlines missed and skipped.
+    pub overruns: u64,
+}
+
+/// Handles to every metric the loop updates, registered once (no per-event lookups).
+struct LoopMetrics {
+    io_events: Counter,
+    io_wait_ms: Histogram,
+    ticks: Counter,
+    tick_duration_ms: Histogram,
+    tick_lateness_ms: Histogram,
+    tick_overruns: Counter,
+    players: Gauge,
+    packets_in: Counter,
+    packets_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    connects: Counter,
+    disconnects: Counter,
+    drops: Vec<Counter>,
+    denies: Vec<Counter>,
+    snapshots: Counter,
+    snapshot_bytes: Counter,
+    io_send_failed: Counter,
+    io_truncated: Counter,
+    inputs_overflowed: Counter,
+    payloads_malformed: Counter,
+}
+
+impl LoopMetrics {
+    fn new(backend: &'static str, max_players: usize) -> Self {
+        gauge!(m::PLAYERS_MAX).set(max_players as f64);
+        gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "backend" => backend)
+            .set(1.0);
+        LoopMetrics {
+            io_events: counter!(m::IO_EVENTS_PROCESSED, "backend" => backend),
+            io_wait_ms: histogram!(m::IO_WAIT_DURATION_MS, "backend" => backend),
+            ticks: counter!(m::TICKS),
+            tick_duration_ms: histogram!(m::TICK_DURATION_MS),
+            tick_lateness_ms: histogram!(m::TICK_LATENESS_MS),
+            tick_overruns: counter!(m::TICK_OVERRUNS),
+            players: gauge!(m::PLAYERS_CONNECTED),
+            packets_in: counter!(m::PACKETS_RECEIVED, "transport" => m::TRANSPORT_UDP),
+            packets_out: counter!(m::PACKETS_SENT, "transport" => m::TRANSPORT_UDP),
+            bytes_in: counter!(m::BYTES_RECEIVED, "transport" => m::TRANSPORT_UDP),
+            bytes_out: counter!(m::BYTES_SENT, "transport" => m::TRANSPORT_UDP),
+            connects: counter!(m::CONNECTS),
+            disconnects: counter!(m::DISCONNECTS),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| counter!(m::PACKETS_DROPPED, "reason" => r.as_str()))
+                .collect(),
+            denies: DenyReason::ALL
+                .iter()
+                .map(|r| counter!(m::CONNECTS_DENIED, "reason" => r.as_str()))
+                .collect(),
+            snapshots: counter!(m::SNAPSHOTS_SENT),
+            snapshot_bytes: counter!(m::SNAPSHOT_BYTES_TOTAL),
+            io_send_failed: counter!(m::IO_SEND_FAILED),
+            io_truncated: counter!(m::PACKETS_DROPPED, "reason" => "truncated"),
+            inputs_overflowed: counter!(m::PACKETS_DROPPED, "reason" => "input_queue_full"),
+            payloads_malformed: counter!(m::PACKETS_DROPPED, "reason" => "malformed_message"),
+        }
+    }
+}
+
+/// Counters already exported, so each tick exports only the difference.
+#[derive(Default)]
+struct Exported {
+    netcode: ServerStats,
+    core: tickwire_core::CoreStats,
+    io: tickwire_io::IoStats,
+}
+
+/// Replies produced while the backend is busy delivering datagrams (handshakes), queued here
+/// and handed to the backend after `poll` returns. Bounded: beyond `MAX_ITEMS` replies in one
+/// poll, the rest are dropped (the client resends its handshake).
+struct Outbox {
+    bytes: Vec<u8>,
+    items: Vec<(SocketAddr, usize, usize)>,
+    dropped: u64,
+}
+
+impl Outbox {
+    const MAX_ITEMS: usize = 4096;
+    const MAX_BYTES: usize = 4096 * 1500;
+
+    fn new() -> Self {
+        Outbox {
+            bytes: Vec::with_capacity(64 * 1024),
+            items: Vec::with_capacity(256),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, to: SocketAddr, data: &[u8]) {
+        if self.items.len() >= Self::MAX_ITEMS || self.bytes.len() + data.len() > Self::MAX_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.items.push((to, start, data.len()));
+    }
+
+    fn drain_into(&mut self, backend: &mut dyn Backend, sock: SocketId) -> u64 {
+        let mut failed = 0;
+        for &(to, start, len) in &self.items {
+            if backend
+                .send(sock, to, &self.bytes[start..start + len])
+                .is_err()
+            {
+                failed += 1;
+            }
+        }
+        self.items.clear();
+        self.bytes.clear();
+        failed
+    }
+}
+
+/// Clock for the sans-IO core: monotonic since start, wall time derived from it (so a wall
+/// clock step cannot move token expiry checks backwards mid-run).
+struct Clock {
+    start: Instant,
+    unix_start: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let unix_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Clock {
+            start: Instant::now(),
+            unix_start,
+        }
+    }
+
+    fn at(&self, instant: Instant) -> Now {
+        let mono = instant.saturating_duration_since(self.start);
+        Now {
+            mono,
+            unix_secs: self.unix_start + mono.as_secs(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the server until `shutdown` is set, then tells every client and returns.
+pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
+    let RunParams {
+        mut backend,
+        sock,
+        mut server,
+        tick,
+        timeout,
+        shutdown,
+        health,
+    } = params;
+    let backend_name = backend.model().as_str();
+
+    let metrics = LoopMetrics::new(backend_name, server.max_players());
+    let mut exported = Exported::default();
+    let mut outbox = Outbox::new();
+    let clock = Clock::new();
+    let mut summary = RunSummary::default();
+    let t0 = Instant::now();
+    let tick_ns = (tick.as_nanos() as u64).max(1);
+    let tick_at = |k: u64| Duration::from_nanos(tick_ns.saturating_mul(k));
+    let mut k: u64 = 1;
+    health.set_accepting(true);
+
+    while !shutdown.load(Ordering::Relaxed) {
+        let deadline = t0 + tick_at(k);
+        // Between ticks: wait for I/O, answer handshakes as they come.
+        loop {
+            let now = Instant::now();
+            if now >= deadline || shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            let wait_until = deadline.min(now + timeout);
+            let report = backend.poll(wait_until, &mut |_sock, peer, bytes| {
+                let now = clock.at(Instant::now());
+                server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
+            })?;
+            metrics.io_events.increment(report.events as u64);
+            metrics.io_wait_ms.record(ms(report.waited));
+            tracing::debug!(
+                events_count = report.events,
+                wait_time_ms = ms(report.waited),
+                "io wait"
+            );
+            if !outbox.items.is_empty() {
+                let failed = outbox.drain_into(backend.as_mut(), sock);
+                metrics.io_send_failed.increment(failed);
+                backend.flush()?;
+            }
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+
+        // The tick.
+        let started = Instant::now();
+        metrics
+            .tick_lateness_ms
+            .record(ms(started.saturating_duration_since(deadline)));
+        let mut refused = 0u64;
+        {
+            let backend = backend.as_mut();
+            server.tick(clock.at(started), &mut |to, bytes| {
+                if backend.send(sock, to, bytes).is_err() {
+                    refused += 1;
+                }
+            });
+        }
+        let flush = backend.flush()?;
+        let finished = Instant::now();
+        metrics.tick_duration_ms.record(ms(finished - started));
+        metrics.ticks.increment(1);
+        metrics
+            .io_send_failed
+            .increment(refused + flush.failed as u64);
+        summary.ticks += 1;
+        health.tick_completed(finished);
+        export(
+            &metrics,
+            &mut exported,
+            &server,
+            backend.as_ref(),
+            &mut outbox,
+        );
+
+        // Next deadline; skip ahead past any we already missed.
+        k += 1;
+        let next = t0 + tick_at(k);
+        if finished > next {
+            let skipped = ((finished - next).as_nanos() / u128::from(tick_ns)) as u64 + 1;
+            k += skipped;
+            summary.overruns += skipped;
+            metrics.tick_overruns.increment(skipped);
+            tracing::debug!(skipped, "tick overrun: skipping ahead");
+        }
+    }
+
+    tracing::info!("shutting down: telling {} clients", server.players());
+    health.set_accepting(false);
+    let backend_ref = backend.as_mut();
+    server.shutdown(clock.at(Instant::now()), &mut |to, bytes| {
+        let _ = backend_ref.send(sock, to, bytes);
+    });
+    backend.flush()?;
+    export(
+        &metrics,
+        &mut exported,
+        &server,
+        backend.as_ref(),
+        &mut outbox,
+    );
+    Ok(summary)
+}
+
+/// Exports what changed since the last call (counters only ever go up).
+fn export(
+    m: &LoopMetrics,
+    prev: &mut Exported,
+    server: &GameServer,
+    backend: &dyn Backend,
+    outbox: &mut Outbox,
+) {
+    let n = server.netcode_stats();
+    let p = &prev.netcode;
+    m.packets_in.increment(n.packets_in - p.packets_in);
+    m.packets_out.increment(n.packets_out - p.packets_out);
+    m.bytes_in.increment(n.bytes_in - p.bytes_in);
+    m.bytes_out.increment(n.bytes_out - p.bytes_out);
+    m.connects.increment(n.connects - p.connects);
+    m.disconnects.increment(n.disconnects - p.disconnects);
+    for (i, c) in m.drops.iter().enumerate() {
+        c.increment(n.drops[i] - p.drops[i]);
+    }
+    for (i, c) in m.denies.iter().enumerate() {
+        c.increment(n.denies[i] - p.denies[i]);
+    }
+    prev.netcode = n.clone();
+
+    let c = server.stats();
+    m.snapshots
+        .increment(c.snapshots_sent - prev.core.snapshots_sent);
+    m.snapshot_bytes
+        .increment(c.snapshot_bytes - prev.core.snapshot_bytes);
+    m.inputs_overflowed
+        .increment(c.inputs_overflowed - prev.core.inputs_overflowed);
+    m.payloads_malformed
+        .increment(c.payloads_malformed - prev.core.payloads_malformed);
+    m.io_send_failed
+        .increment(c.sends_failed - prev.core.sends_failed + outbox.dropped);
+    outbox.dropped = 0;
+    prev.core = *c;
+
+    let io = backend.stats();
+    m.io_truncated.increment(io.truncated - prev.io.truncated);
+    prev.io = io;
+
+    m.players.set(server.players() as f64);
+}

@@ -1,0 +1,144 @@
+//! End to end: the real `tickwire` binary on loopback, bots from the client library.
+//!
+//! The same test body runs against every backend this machine has (`tickwire_io::available_models`).
+
+mod support;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use support::{ServerProc, Swarm};
+
+/// The original specification's test: a server and 100 clients connect; the server reports
+/// 100 connected players.
+#[test]
+fn hundred_clients_connect_and_server_reports_them() {
+    let server = ServerProc::start(&["--max-players", "128"]);
+    let mut swarm = Swarm::new(&server, 100);
+    swarm.run(Duration::from_secs(20), true, &mut |s| s.connected() == 100);
+    assert_eq!(swarm.connected(), 100, "all 100 clients connected");
+    // Give the server a tick or two to publish the gauge.
+    let mut reported = 0.0;
+    for _ in 0..50 {
+        swarm.run(Duration::from_millis(40), true, &mut |_| false);
+        reported = server.metric_sum("players_connected");
+        if reported == 100.0 {
+            break;
+        }
+    }
+    assert_eq!(reported, 100.0, "server reports 100 connected players");
+}
+
+fn play_on(model: &str) {
+    let mut server = ServerProc::start(&["--io-model", model, "--io-fallback", "none"]);
+    let n = 20;
+    let mut swarm = Swarm::new(&server, n);
+    swarm.run(Duration::from_secs(15), true, &mut |s| s.connected() == n);
+    assert_eq!(swarm.connected(), n, "{model}: all bots connected");
+    swarm.run(Duration::from_secs(1), true, &mut |_| false);
+    for (i, bot) in swarm.bots.iter().enumerate() {
+        assert!(
+            bot.snapshots >= 20,
+            "{model}: bot {i} got {} snapshots",
+            bot.snapshots
+        );
+        assert!(bot.last_applied > 0, "{model}: bot {i} inputs applied");
+        assert_ne!(bot.first_pos, bot.last_pos, "{model}: bot {i} moved");
+    }
+    let body = server.http_get("/metrics").1;
+    assert!(
+        support::metric_sum(&body, "io_events_processed_total") > 0.0,
+        "{model}: io events"
+    );
+    assert!(
+        body.contains(&format!("io_wait_duration_ms_bucket{{backend=\"{model}\"")),
+        "{model}: io wait histogram buckets"
+    );
+
+    // SIGTERM: clients are told, the process exits 0 promptly.
+    let status = server.terminate(Duration::from_secs(3));
+    assert!(status.success(), "{model}: exit status {status:?}");
+    swarm.run(Duration::from_millis(300), false, &mut |s| {
+        s.bots.iter().all(|b| b.bye || b.disconnected)
+    });
+    let told = swarm
+        .bots
+        .iter()
+        .filter(|b| b.bye || b.disconnected)
+        .count();
+    assert_eq!(
+        told, n,
+        "{model}: every client was told the server is going away"
+    );
+}
+
+#[test]
+fn play_on_every_backend() {
+    for model in tickwire_io::available_models() {
+        if model == tickwire_io::Model::Auto {
+            continue;
+        }
+        play_on(model.as_str());
+    }
+}
+
+/// Hostile datagrams on the game port: dropped and counted, never a larger reply, and the
+/// connected bots keep playing.
+#[test]
+fn hostile_traffic_is_dropped_and_never_amplified() {
+    let server = ServerProc::start(&[]);
+    let n = 10;
+    let mut swarm = Swarm::new(&server, n);
+    swarm.run(Duration::from_secs(15), true, &mut |s| s.connected() == n);
+    assert_eq!(swarm.connected(), n);
+    let before: Vec<u64> = swarm.bots.iter().map(|b| b.snapshots).collect();
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let mut rng = 0x1234_5678_u64;
+    let mut biggest_ratio = 0.0f64;
+    let mut buf = [0u8; 2048];
+    for i in 0..2000usize {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let len = match i % 5 {
+            0 => 1078,                    // connection-request sized garbage
+            1 => 1 + (rng % 40) as usize, // tiny
+            2 => 1500,                    // oversized
+            _ => (rng % 1400) as usize,
+        };
+        let mut pkt = vec![0u8; len];
+        for (j, b) in pkt.iter_mut().enumerate() {
+            *b = (rng >> ((j % 8) * 8)) as u8 ^ j as u8;
+        }
+        if i % 7 == 0 && !pkt.is_empty() {
+            pkt[0] = 0; // looks like a connection request
+        }
+        let _ = attacker.send_to(&pkt, server.game_addr);
+        while let Ok((got, _)) = attacker.recv_from(&mut buf) {
+            biggest_ratio = biggest_ratio.max(got as f64 / len.max(1) as f64);
+            assert!(
+                got <= len,
+                "a {len}-byte datagram earned a {got}-byte reply"
+            );
+        }
+        if i % 100 == 0 {
+            swarm.run(Duration::from_millis(16), true, &mut |_| false);
+        }
+    }
+    swarm.run(Duration::from_millis(500), true, &mut |_| false);
+    assert_eq!(swarm.connected(), n, "bots stay connected");
+    for (i, bot) in swarm.bots.iter().enumerate() {
+        assert!(
+            bot.snapshots > before[i] + 20,
+            "bot {i} kept receiving snapshots"
+        );
+    }
+    let dropped = server.metric_sum("packets_dropped_total");
+    assert!(
+        dropped >= 1000.0,
+        "hostile packets are counted as drops: {dropped}"
+    );
+    assert!(biggest_ratio <= 1.0);
+}

@@ -1,0 +1,320 @@
+//! Test support: run the real `tickwire` binary on ephemeral loopback ports and drive bots
+//! against it with the client library. Everything is bounded in time and stops by itself.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tickwire_client::{GameClient, GameEvent, Now};
+use tickwire_netcode::{generate_connect_token, TokenParams, USER_DATA_BYTES};
+
+pub const PROTOCOL_ID: u64 = 0x7469_636b_7769_7265;
+
+/// A running `tickwire serve` child process.
+pub struct ServerProc {
+    pub child: Child,
+    pub game_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub key: [u8; 32],
+    pub dir: PathBuf,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl ServerProc {
+    /// Starts the server with a fresh key file in a temp dir and waits for it to bind.
+    pub fn start(extra: &[&str]) -> ServerProc {
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-test-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_path = dir.join("test.key");
+        let key = [0x5a; 32];
+        std::fs::write(&key_path, key).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+        cmd.current_dir(&dir)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--metrics-bind",
+                "127.0.0.1:0",
+            ])
+            .args(["--key-file", key_path.to_str().unwrap()])
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tickwire");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut game_addr = None;
+        let mut metrics_addr = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while game_addr.is_none() || (metrics_addr.is_none() && !extra.contains(&"off")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not report its addresses in time");
+                }
+            };
+            eprintln!("server: {line}");
+            if let Some(addr) = field(&line, "game_addr") {
+                game_addr = Some(addr.parse().unwrap());
+            }
+            if let Some(addr) = field(&line, "metrics_addr") {
+                metrics_addr = Some(addr.parse().unwrap());
+            }
+        }
+        ServerProc {
+            child,
+            game_addr: game_addr.unwrap(),
+            metrics_addr,
+            key,
+            dir,
+            log: rx,
+        }
+    }
+
+    /// GET /path on the admin endpoint; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr.expect("metrics on"), path)
+    }
+
+    /// The value of an unlabelled (or fully matching) sample in /metrics, summed over lines
+    /// whose name and labels start with `prefix`.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics");
+        metric_sum(&body, prefix)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait(within)
+    }
+
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn token(&self, client_id: u64) -> [u8; 2048] {
+        generate_connect_token(&TokenParams {
+            protocol_id: PROTOCOL_ID,
+            client_id,
+            create_unix_secs: unix_now(),
+            expire_secs: 300,
+            timeout_secs: 5,
+            server_addrs: &[self.game_addr],
+            user_data: [0; USER_DATA_BYTES],
+            private_key: &self.key,
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Extracts `"name":"value"` from a JSON log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')? + start;
+    Some(&line[start..end])
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn metric_sum(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One bot: a GameClient on its own non-blocking loopback socket.
+pub struct Bot {
+    pub socket: UdpSocket,
+    pub client: GameClient,
+    pub snapshots: u64,
+    pub last_seq_sent: u32,
+    pub last_applied: u32,
+    pub bye: bool,
+    pub disconnected: bool,
+    pub first_pos: Option<(i32, i32)>,
+    pub last_pos: Option<(i32, i32)>,
+    pub max_reply: usize,
+}
+
+/// A set of bots driven from one thread.
+pub struct Swarm {
+    pub bots: Vec<Bot>,
+    start: Instant,
+    buf: Vec<u8>,
+}
+
+impl Swarm {
+    pub fn new(server: &ServerProc, n: usize) -> Swarm {
+        let start = Instant::now();
+        let mut bots = Vec::with_capacity(n);
+        for i in 0..n {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let token = server.token(i as u64 + 1);
+            let client = GameClient::new(&token, now_since(start)).unwrap();
+            bots.push(Bot {
+                socket,
+                client,
+                snapshots: 0,
+                last_seq_sent: 0,
+                last_applied: 0,
+                bye: false,
+                disconnected: false,
+                first_pos: None,
+                last_pos: None,
+                max_reply: 0,
+            });
+        }
+        Swarm {
+            bots,
+            start,
+            buf: vec![0; 2048],
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        self.bots.iter().filter(|b| b.client.is_connected()).count()
+    }
+
+    /// Runs the bots for `duration`: receive, upkeep, and (when `play`) one input per 16 ms.
+    /// Stops early when `until` returns true.
+    pub fn run(&mut self, duration: Duration, play: bool, until: &mut dyn FnMut(&Swarm) -> bool) {
+        let end = Instant::now() + duration;
+        let mut next_input = Instant::now();
+        while Instant::now() < end {
+            let now = now_since(self.start);
+            let send_inputs = play && Instant::now() >= next_input;
+            if send_inputs {
+                next_input += Duration::from_millis(16);
+            }
+            for (i, bot) in self.bots.iter_mut().enumerate() {
+                let socket = &bot.socket;
+                let mut tx = |to: SocketAddr, b: &[u8]| {
+                    let _ = socket.send_to(b, to);
+                };
+                while let Ok((len, from)) = socket.recv_from(&mut self.buf) {
+                    let mut events = Vec::new();
+                    bot.client
+                        .handle_packet(now, from, &self.buf[..len], &mut tx, &mut |e| {
+                            events.push(e)
+                        });
+                    for e in events {
+                        match e {
+                            GameEvent::Snapshot(s) => {
+                                bot.snapshots += 1;
+                                assert!(s.last_input_seq <= bot.last_seq_sent);
+                                assert!(s.last_input_seq >= bot.last_applied);
+                                bot.last_applied = s.last_input_seq;
+                                if let Some(me) = s.entities.iter().find(|e| e.id == s.you) {
+                                    bot.first_pos.get_or_insert((me.x, me.y));
+                                    bot.last_pos = Some((me.x, me.y));
+                                }
+                            }
+                            GameEvent::Bye(_) => bot.bye = true,
+                            GameEvent::Disconnected(_) => bot.disconnected = true,
+                            _ => {}
+                        }
+                    }
+                }
+                bot.client.update(now, &mut tx, &mut |e| {
+                    if let GameEvent::Disconnected(_) = e {
+                        bot.disconnected = true;
+                    }
+                });
+                if send_inputs && bot.client.is_connected() {
+                    let dir = if i % 2 == 0 { 100 } else { -100 };
+                    if let Ok(seq) = bot.client.send_input(now, dir, dir / 2, 0, &mut tx) {
+                        bot.last_seq_sent = seq;
+                    }
+                }
+            }
+            if until(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+pub fn now_since(start: Instant) -> Now {
+    Now {
+        mono: start.elapsed(),
+        unix_secs: unix_now(),
+    }
+}
