@@ -75,8 +75,9 @@ const TOKEN_SPARE_SECS: u64 = 60;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Kernel socket buffer requested per bot socket.
 const SOCKET_BUFFER_BYTES: usize = 256 * 1024;
-/// Most datagrams taken by one poll.
-const MAX_EVENTS: usize = 1024;
+/// Most datagrams taken by one poll: about 2 ms of work, so a burst of snapshots cannot hold
+/// the send schedule back by more than a slot (the rest stays readable for the next poll).
+const MAX_EVENTS: usize = 256;
 /// Bytes the outbox can hold between a poll and its drain.
 const OUTBOX_BYTES: usize = 512 * 1024;
 /// `/proc/<pid>/stat` time unit (USER_HZ, 100 on every mainstream Linux architecture).
@@ -525,6 +526,10 @@ impl Swarm {
 
     /// Waits for datagrams until `deadline`, hands them to their bots, sends their replies.
     fn wait(&mut self, deadline: Instant) -> Result<()> {
+        self.poll_once(deadline).map(|_| ())
+    }
+
+    fn poll_once(&mut self, deadline: Instant) -> Result<tickwire_io::PollReport> {
         let t0 = self.t0;
         let unix_secs = self.unix_secs;
         let Swarm {
@@ -535,28 +540,29 @@ impl Swarm {
             tally,
             ..
         } = self;
-        io.poll(deadline, &mut |sid, from, bytes| {
-            let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
-                return;
-            };
-            let Some(Bot {
-                game: Some(game),
-                meter,
-            }) = bots.get_mut(b as usize)
-            else {
-                return;
-            };
-            let mono = Instant::now().saturating_duration_since(t0);
-            let at_ns = mono.as_nanos() as u64;
-            game.handle_packet(
-                Now { mono, unix_secs },
-                from,
-                bytes,
-                &mut |to, d| outbox.push(sid, to, d),
-                &mut |ev| on_event(meter, tally, ev, at_ns),
-            );
-        })
-        .context("io poll failed")?;
+        let report = io
+            .poll(deadline, &mut |sid, from, bytes| {
+                let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
+                    return;
+                };
+                let Some(Bot {
+                    game: Some(game),
+                    meter,
+                }) = bots.get_mut(b as usize)
+                else {
+                    return;
+                };
+                let mono = Instant::now().saturating_duration_since(t0);
+                let at_ns = mono.as_nanos() as u64;
+                game.handle_packet(
+                    Now { mono, unix_secs },
+                    from,
+                    bytes,
+                    &mut |to, d| outbox.push(sid, to, d),
+                    &mut |ev| on_event(meter, tally, ev, at_ns),
+                );
+            })
+            .context("io poll failed")?;
         if !self.outbox.items.is_empty() {
             let Swarm {
                 io,
@@ -577,11 +583,14 @@ impl Swarm {
             outbox.bytes.clear();
             self.flush();
         }
-        Ok(())
+        Ok(report)
     }
 
     /// Prints the progress line when due.
     fn progress(&mut self, now: Instant, phase: &str) {
+        if self.progress.as_ref().is_none_or(|p| now < p.next_at) {
+            return;
+        }
         let n = self.bots.len();
         let counted_ticks = self.counted_bots() as f64 / self.tick().as_secs_f64();
         let window = self.tally.window;
@@ -596,9 +605,6 @@ impl Swarm {
         let Some(p) = self.progress.as_mut() else {
             return;
         };
-        if now < p.next_at {
-            return;
-        }
         let dt = now.duration_since(p.last_at).as_secs_f64().max(1e-9);
         let rate = (snaps_total - p.last_snapshots) as f64 / dt;
         p.last_at = now;
