@@ -33,6 +33,23 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate the configuration, print the effective config, exit non-zero on any error.
     CheckConfig(ServeArgs),
+    /// Check a running server over loopback (for container HEALTHCHECKs in images without
+    /// curl): GET /healthz on the admin endpoint, exit 0 when healthy, 1 otherwise.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Options of `healthcheck`.
+#[derive(Clone, Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Admin (metrics) endpoint of the server to check.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub addr: SocketAddr,
+    /// Path to request: /healthz (the tick loop advances) or /readyz (accepting players).
+    #[arg(long, value_name = "PATH", default_value = "/healthz")]
+    pub path: String,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub timeout_secs: u64,
 }
 
 /// Options of `serve` (and `check-config`): every flag overrides one config key.

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::CheckConfig(args) => check_config(&args),
         cli::Command::Serve(args) => report(serve(&args)),
         cli::Command::Token(args) => report(token(&args)),
+        cli::Command::Healthcheck(args) => report(healthcheck(&args)),
     }
 }
 
@@ -196,6 +197,31 @@ fn token(args: &cli::TokenArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `tickwire healthcheck`: one HTTP GET on the admin endpoint; success means a 200 answer.
+fn healthcheck(args: &cli::HealthcheckArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&args.addr, timeout)
+        .with_context(|| format!("cannot reach {}", args.addr))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.path, args.addr
+    )?;
+    let mut response = Vec::with_capacity(512);
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) == Some("200") {
+        println!("healthy: {} {}", args.addr, args.path);
+        Ok(())
+    } else {
+        anyhow::bail!("unhealthy: {} {} answered {status:?}", args.addr, args.path)
+    }
 }
 
 /// `tickwire check-config`: validate, print the effective config on stdout, exit 1 on any error.

@@ -142,3 +142,24 @@ fn hostile_traffic_is_dropped_and_never_amplified() {
     );
     assert!(biggest_ratio <= 1.0);
 }
+
+/// `tickwire healthcheck` succeeds against a running server and fails once it is gone.
+#[test]
+fn healthcheck_subcommand() {
+    let mut server = ServerProc::start(&[]);
+    let addr = server.metrics_addr.unwrap().to_string();
+    let check = |path: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["healthcheck", "--addr", &addr, "--path", path])
+            .output()
+            .unwrap()
+    };
+    // Live and ready once the first ticks ran.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(check("/healthz").status.success());
+    assert!(check("/readyz").status.success());
+    assert!(server.terminate(Duration::from_secs(3)).success());
+    let gone = check("/healthz");
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot reach"));
+}
