@@ -242,6 +242,15 @@ impl Report {
                 }
             ));
         }
+        if self.connect_failures.iter().any(|(r, _)| {
+            r.contains("sending_connection_request") || r.contains("request_timed_out")
+        }) {
+            out.push(
+                "the server never answered some connection requests: check --server, \
+                 --key-file and --protocol-id against the server's"
+                    .to_string(),
+            );
+        }
         let ratio = self.delivery_ratio();
         if self.clients_connected > 0 && ratio < self.min_delivery {
             out.push(format!(
@@ -640,6 +649,12 @@ mod tests {
         assert!(r
             .summary()
             .contains("FAIL: 3 of 10 clients could not connect"));
+        // Bots stuck sending connection requests: a hint at the usual causes.
+        let mut silent = sample_report();
+        silent.clients_connected = 0;
+        silent.connect_failures = vec![("connect_timeout_sending_connection_request".into(), 10)];
+        let f = silent.failures();
+        assert!(f.iter().any(|l| l.contains("--protocol-id")), "{f:?}");
         // Nothing expected: ratio 0, no NaN anywhere.
         let mut none = sample_report();
         none.clients_connected = 0;

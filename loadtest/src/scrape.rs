@@ -193,14 +193,8 @@ impl fmt::Display for ScrapeError {
     }
 }
 
-impl Error for ScrapeError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            ScrapeError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The I/O error's text is already part of the message, so no `source` (it would print twice).
+impl Error for ScrapeError {}
 
 impl From<io::Error> for ScrapeError {
     fn from(e: io::Error) -> Self {

@@ -657,13 +657,17 @@ impl Swarm {
         } = self;
         for Bot { game, meter } in bots.iter_mut() {
             if matches!(meter.status, Status::Idle | Status::Connecting) {
+                // Name the handshake step it was stuck in: still sending connection requests
+                // means the server never answered (address, key or protocol id wrong, or down).
+                let mut reason = "connect_timeout_not_started".to_string();
                 if let Some(g) = game.as_mut() {
+                    reason = format!("connect_timeout_{}", g.state().as_str());
                     let socket = meter.socket;
                     g.disconnect(&mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d));
                 }
                 *game = None;
                 meter.status = Status::Failed;
-                tally.fail("connect_timeout".to_string());
+                tally.fail(reason);
             }
         }
         self.flush();
