@@ -53,12 +53,11 @@ pub const PACKETS_DROPPED: &str = "packets_dropped_total";
 pub const CONNECTS: &str = "connects_total";
 /// Counter, label `reason`: connection requests denied.
 pub const CONNECTS_DENIED: &str = "connects_denied_total";
-/// Counter, label `reason`: clients disconnected.
+/// Counter: clients disconnected.
 pub const DISCONNECTS: &str = "disconnects_total";
-/// Histogram (bytes): size of each snapshot payload.
-pub const SNAPSHOT_BYTES: &str = "snapshot_bytes";
-/// Counter (bytes): total snapshot payload bytes sent (the histogram's running sum, for loops
-/// that prefer a plain counter; `snapshot_bytes_sum` carries the same number).
+/// Counter (bytes): total snapshot payload bytes sent. Mean snapshot size =
+/// `snapshot_bytes_total / snapshots_sent_total` (a per-snapshot histogram would cost a sample
+/// per client per tick).
 pub const SNAPSHOT_BYTES_TOTAL: &str = "snapshot_bytes_total";
 /// Counter: snapshots sent (one per connected client per tick).
 pub const SNAPSHOTS_SENT: &str = "snapshots_sent_total";
@@ -75,10 +74,6 @@ pub const IO_WAIT_BUCKETS_MS: &[f64] = &[
 /// Buckets (ms) for `tick_duration_ms` and `tick_lateness_ms`.
 pub const TICK_BUCKETS_MS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0,
-];
-/// Buckets (bytes) for `snapshot_bytes` (netcode payloads stay under 1200 bytes).
-pub const SNAPSHOT_BUCKETS_BYTES: &[f64] = &[
-    32.0, 64.0, 128.0, 256.0, 384.0, 512.0, 640.0, 768.0, 896.0, 1024.0, 1152.0, 1200.0,
 ];
 
 /// The recorder could not be installed.
@@ -117,9 +112,6 @@ pub fn build_recorder() -> Result<PrometheusRecorder, MetricsError> {
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(TICK_LATENESS_MS.into()), TICK_BUCKETS_MS)
         })
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(SNAPSHOT_BYTES.into()), SNAPSHOT_BUCKETS_BYTES)
-        })
         .map_err(MetricsError::Build)?;
     Ok(builder.build_recorder())
 }
@@ -150,7 +142,7 @@ pub fn describe_all() {
     describe_counter!(
         IO_SEND_FAILED,
         Unit::Count,
-        "Datagrams dropped on send (queue full or refused by the kernel), by backend"
+        "Datagrams dropped on send (queue full or refused by the kernel)"
     );
     describe_histogram!(
         TICK_DURATION_MS,
@@ -205,11 +197,10 @@ pub fn describe_all() {
         Unit::Count,
         "Connection requests denied, by reason"
     );
-    describe_counter!(DISCONNECTS, Unit::Count, "Clients disconnected, by reason");
-    describe_histogram!(
-        SNAPSHOT_BYTES,
-        Unit::Bytes,
-        "Size of each snapshot payload sent to a client"
+    describe_counter!(
+        DISCONNECTS,
+        Unit::Count,
+        "Clients disconnected (timed out, left, or told by the server)"
     );
     describe_counter!(
         SNAPSHOT_BYTES_TOTAL,
@@ -398,7 +389,6 @@ mod tests {
             io_wait.record(20.0);
             metrics::histogram!(TICK_DURATION_MS).record(1.5);
             metrics::histogram!(TICK_LATENESS_MS).record(0.02);
-            metrics::histogram!(SNAPSHOT_BYTES).record(700.0);
             metrics::counter!(IO_EVENTS_PROCESSED, "backend" => "epoll").increment(3);
             metrics::counter!(PACKETS_DROPPED, "reason" => "malformed").increment(2);
             metrics::gauge!(BUILD_INFO, "version" => "0.1.0", "backend" => "epoll").set(1.0);
@@ -426,10 +416,6 @@ mod tests {
         );
         assert!(
             text.contains("tick_lateness_ms_bucket{le=\"0.025\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("snapshot_bytes_bucket{le=\"768\"} 1"),
             "{text}"
         );
         assert!(
