@@ -177,8 +177,9 @@ pub struct Report {
     pub clients_connected: u32,
     /// Why bots failed to connect: `(reason, count)`, for example `("connection_timed_out", 3)`.
     pub connect_failures: Vec<(String, u32)>,
-    /// Bots connected at the window start whose connection ended during the window.
-    pub clients_lost: u32,
+    /// Why bots connected at the window start lost their connection during it:
+    /// `(client state, count)`, for example `("connection_timed_out", 2)`.
+    pub connection_losses: Vec<(String, u32)>,
     /// `--duration`, in seconds.
     pub duration_s: f64,
     /// The measured window, in seconds (what `snapshots_expected` is computed over).
@@ -220,6 +221,11 @@ impl Report {
     pub fn clients_failed(&self) -> u32 {
         self.clients_requested
             .saturating_sub(self.clients_connected)
+    }
+
+    /// Bots connected at the window start whose connection ended during it.
+    pub fn clients_lost(&self) -> u32 {
+        self.connection_losses.iter().map(|(_, n)| n).sum()
     }
 
     /// Why the run failed; empty when it passed.
@@ -281,7 +287,7 @@ impl Report {
             &self.clients_connected.to_string(),
         );
         field(&mut j, "clients_failed", &self.clients_failed().to_string());
-        field(&mut j, "clients_lost", &self.clients_lost.to_string());
+        field(&mut j, "clients_lost", &self.clients_lost().to_string());
         field(&mut j, "duration_s", &num(Some(self.duration_s)));
         field(&mut j, "window_s", &num(Some(round(self.window_s, 3))));
         field(&mut j, "tick_ms", &self.tick_ms.to_string());
@@ -341,15 +347,11 @@ impl Report {
                 &num(s.tick_lateness_ms_p99.map(|c| round(c, 4))),
             );
         }
-        let reasons: Vec<String> = self
-            .connect_failures
-            .iter()
-            .map(|(r, n)| format!("{}: {n}", string(r)))
-            .collect();
+        field(&mut j, "connect_failures", &counts(&self.connect_failures));
         field(
             &mut j,
-            "connect_failures",
-            &format!("{{{}}}", reasons.join(", ")),
+            "connection_losses",
+            &counts(&self.connection_losses),
         );
         let d = &self.diagnostics;
         field(
@@ -392,10 +394,22 @@ impl Report {
             self.duration_s,
             self.tick_ms
         );
+        let lost: Vec<String> = self
+            .connection_losses
+            .iter()
+            .map(|(r, n)| format!("{r} x{n}"))
+            .collect();
         let _ = writeln!(
             s,
-            "  clients     {}/{} connected, {} lost during the window",
-            self.clients_connected, self.clients_requested, self.clients_lost
+            "  clients     {}/{} connected, {} lost during the window{}",
+            self.clients_connected,
+            self.clients_requested,
+            self.clients_lost(),
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", lost.join(", "))
+            }
         );
         let _ = writeln!(
             s,
@@ -445,6 +459,15 @@ impl Report {
         }
         s
     }
+}
+
+/// `{"reason": count, ...}`.
+fn counts(list: &[(String, u32)]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|(r, n)| format!("{}: {n}", string(r)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
 }
 
 fn field(j: &mut String, key: &str, value: &str) {
@@ -551,7 +574,7 @@ mod tests {
             clients_requested: 10,
             clients_connected: 10,
             connect_failures: Vec::new(),
-            clients_lost: 0,
+            connection_losses: Vec::new(),
             duration_s: 2.0,
             window_s: 2.0004,
             tick_ms: 16,
@@ -646,6 +669,16 @@ mod tests {
             json_value(&json, "connect_failures"),
             Some("{\"connection_denied\": 2, \"timed_out\": 1}")
         );
+        r.connection_losses = vec![("connection_timed_out".into(), 4)];
+        let json = r.to_json();
+        assert_eq!(json_value(&json, "clients_lost"), Some("4"));
+        assert_eq!(
+            json_value(&json, "connection_losses"),
+            Some("{\"connection_timed_out\": 4}")
+        );
+        assert!(r
+            .summary()
+            .contains("4 lost during the window (connection_timed_out x4)"));
         assert!(r
             .summary()
             .contains("FAIL: 3 of 10 clients could not connect"));

@@ -172,8 +172,8 @@ struct Tally {
     connected: u32,
     /// Bots that failed to connect.
     failed: u32,
-    /// Counted bots that lost their connection during the window.
-    lost_in_window: u32,
+    /// Why counted bots lost their connection during the window, with counts.
+    losses: Vec<(String, u32)>,
     /// Failure reasons and counts (rare: allocation is fine).
     failures: Vec<(String, u32)>,
     /// First tick length a welcome announced.
@@ -194,10 +194,15 @@ impl Tally {
 
     fn fail(&mut self, reason: String) {
         self.failed += 1;
-        match self.failures.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => self.failures.push((reason, 1)),
-        }
+        bump(&mut self.failures, reason);
+    }
+}
+
+/// Adds one to `reason`'s count (a short list: rare events only).
+fn bump(list: &mut Vec<(String, u32)>, reason: String) {
+    match list.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += 1,
+        None => list.push((reason, 1)),
     }
 }
 
@@ -293,7 +298,7 @@ fn on_event(meter: &mut Meter, tally: &mut Tally, event: GameEvent, at_ns: u64) 
                     // Lost before the window: it will not be counted, so it failed.
                     tally.fail(format!("lost_before_window_{}", state.as_str()));
                 } else if meter.counted {
-                    tally.lost_in_window += 1;
+                    bump(&mut tally.losses, state.as_str().to_string());
                 }
             }
             _ => {}
@@ -748,7 +753,7 @@ pub fn run(args: &Args) -> Result<Report> {
             window: None,
             connected: 0,
             failed: 0,
-            lost_in_window: 0,
+            losses: Vec::new(),
             failures: Vec::new(),
             tick_ms: None,
             snapshots_total: 0,
@@ -916,7 +921,7 @@ fn build_report(
         clients_requested: args.clients,
         clients_connected,
         connect_failures: swarm.tally.failures.clone(),
-        clients_lost: swarm.tally.lost_in_window,
+        connection_losses: swarm.tally.losses.clone(),
         duration_s: args.duration.as_secs_f64(),
         window_s: window.as_secs_f64(),
         tick_ms: u32::from(swarm.tally.tick_ms.unwrap_or(DEFAULT_TICK_MS)),
@@ -998,7 +1003,7 @@ mod tests {
             window: Some((1_000, 1_000_000_000)),
             connected: 1,
             failed: 0,
-            lost_in_window: 0,
+            losses: Vec::new(),
             failures: Vec::new(),
             tick_ms: None,
             snapshots_total: 0,
@@ -1086,8 +1091,8 @@ mod tests {
             5_000,
         );
         assert_eq!(
-            (m.status, t.connected, t.lost_in_window),
-            (Status::Lost, 0, 1)
+            (m.status, t.connected, t.losses.clone()),
+            (Status::Lost, 0, vec![("disconnected".to_string(), 1)])
         );
 
         let mut m = Meter::new(SocketId(1), 2);
