@@ -19,6 +19,7 @@
 //! snapshot then reports the last sequence applied for that client.
 #![forbid(unsafe_code)]
 
+pub mod a2s;
 mod input_queue;
 
 use std::net::SocketAddr;
@@ -32,6 +33,11 @@ pub use input_queue::InputQueue;
 /// Capacity of each client's input queue, in frames. At one input per tick this is a quarter
 /// second of inputs; a client further ahead than that loses its oldest queued frames (counted).
 pub const INPUT_QUEUE_FRAMES: usize = 16;
+
+/// Ticks between welcome resends while a new client has not acknowledged a snapshot.
+pub const WELCOME_RESEND_TICKS: u32 = 8;
+/// Most welcome messages sent to one client.
+pub const WELCOME_MAX_SENDS: u32 = 8;
 
 /// Everything [`GameServer::new`] needs. Built by the binary from its validated config.
 #[derive(Clone, Debug)]
@@ -94,8 +100,10 @@ struct Player {
     last_received_seq: Option<u32>,
     /// Newest input sequence applied to the world (0 before the first).
     last_applied_seq: u32,
-    /// Newest snapshot tick the client acknowledged.
+    /// Newest snapshot tick the client acknowledged (0: none yet).
     ack_tick: u32,
+    /// Welcome messages sent so far (resent until the client acknowledges a snapshot).
+    welcomes_sent: u32,
 }
 
 /// The sans-IO game server. See the crate docs for the calling pattern.
@@ -213,6 +221,9 @@ impl GameServer {
         report.tick = self.tick;
 
         for client in 0..self.players.len() {
+            if self.welcome_due(client) {
+                self.send_welcome(now, client, tx);
+            }
             if let Some(bytes) = self.send_snapshot(now, client, tx) {
                 report.snapshots += 1;
                 report.snapshot_bytes += bytes;
@@ -305,10 +316,25 @@ impl GameServer {
             .map(|p| p.last_applied_seq)
     }
 
+    /// The welcome is unreliable like everything else, so it is resent every
+    /// [`WELCOME_RESEND_TICKS`] ticks, at most [`WELCOME_MAX_SENDS`] times, until the client
+    /// acknowledges a snapshot (an acknowledging client has its id from `you` in any case).
+    fn welcome_due(&self, client: usize) -> bool {
+        match &self.players[client] {
+            Some(p) => {
+                p.ack_tick == 0
+                    && p.welcomes_sent < WELCOME_MAX_SENDS
+                    && self.tick % WELCOME_RESEND_TICKS == 0
+            }
+            None => false,
+        }
+    }
+
     fn send_welcome(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
-        let Some(player) = self.players.get(client).and_then(Option::as_ref) else {
+        let Some(player) = self.players.get_mut(client).and_then(Option::as_mut) else {
             return;
         };
+        player.welcomes_sent += 1;
         let cfg = self.world.config();
         let msg = ServerMessage::Welcome(Welcome {
             player_id: player.entity,
@@ -396,6 +422,7 @@ fn on_event(
                 last_received_seq: None,
                 last_applied_seq: 0,
                 ack_tick: 0,
+                welcomes_sent: 0,
             });
             Some(client)
         }

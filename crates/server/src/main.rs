@@ -117,6 +117,7 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         server,
         tick: cfg.server.tick(),
         timeout: cfg.io.timeout(),
+        max_events: cfg.io.max_events,
         shutdown,
         health,
     })?;

@@ -11,6 +11,7 @@
 //!
 //! This is the only place that reads the clock; the core gets it as [`Now`].
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct RunParams {
     pub tick: Duration,
     /// The longest single I/O wait.
     pub timeout: Duration,
+    /// Most datagrams taken from one poll (`io.max_events`).
+    pub max_events: usize,
     /// Set by SIGTERM/SIGINT: tell clients and exit.
     pub shutdown: Arc<AtomicBool>,
     /// Shared with the admin endpoint.
@@ -207,6 +210,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         mut server,
         tick,
         timeout,
+        max_events,
         shutdown,
         health,
     } = params;
@@ -218,6 +222,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     let clock = Clock::new();
     let mut summary = RunSummary::default();
     let t0 = Instant::now();
+    let half_tick = tick / 2;
     let tick_ns = (tick.as_nanos() as u64).max(1);
     let tick_at = |k: u64| Duration::from_nanos(tick_ns.saturating_mul(k));
     let mut k: u64 = 1;
@@ -225,22 +230,33 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
 
     while !shutdown.load(Ordering::Relaxed) {
         let deadline = t0 + tick_at(k);
-        // Between ticks: wait for I/O, answer handshakes as they come.
-        loop {
+        // Between ticks: sleep to the next drain point, then take everything queued. Inputs
+        // only matter at the tick, so the loop does not wake for every datagram: it drains at
+        // most every `timeout` and at least twice a tick (half-way, so handshakes are answered
+        // within half a tick, and at the deadline). The kernel's socket buffer holds what
+        // arrives meanwhile (see docs/operations.md on net.core.rmem_max).
+        let woke = loop {
             let now = Instant::now();
-            if now >= deadline || shutdown.load(Ordering::Relaxed) {
-                break;
+            if shutdown.load(Ordering::Relaxed) {
+                break now;
             }
-            let wait_until = deadline.min(now + timeout);
-            let report = backend.poll(wait_until, &mut |_sock, peer, bytes| {
-                let now = clock.at(Instant::now());
-                server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
-            })?;
-            metrics.io_events.increment(report.events as u64);
-            metrics.io_wait_ms.record(ms(report.waited));
+            let until = deadline.min(now + timeout.min(half_tick));
+            if until > now {
+                std::thread::sleep(until - now);
+            }
+            let woke = Instant::now();
+            metrics.io_wait_ms.record(ms(woke - now));
+            let events = drain(
+                backend.as_mut(),
+                &mut server,
+                &mut outbox,
+                &clock,
+                max_events,
+            )?;
+            metrics.io_events.increment(events as u64);
             tracing::debug!(
-                events_count = report.events,
-                wait_time_ms = ms(report.waited),
+                events_count = events,
+                wait_time_ms = ms(woke - now),
                 "io wait"
             );
             if !outbox.items.is_empty() {
@@ -248,13 +264,18 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
                 metrics.io_send_failed.increment(failed);
                 backend.flush()?;
             }
-        }
+            if woke >= deadline {
+                break woke;
+            }
+        };
         if shutdown.load(Ordering::Relaxed) {
             break;
         }
 
-        // The tick.
-        let started = Instant::now();
+        // The tick. It starts when the loop wakes for the deadline; reading the inputs that
+        // arrived since the half-tick drain is its first step (above), so lateness is how late
+        // the loop woke, and the tick's duration runs from that wake-up.
+        let started = woke;
         metrics
             .tick_lateness_ms
             .record(ms(started.saturating_duration_since(deadline)));
@@ -311,6 +332,32 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         &mut outbox,
     );
     Ok(summary)
+}
+
+/// Takes every datagram queued on the backend without blocking, in polls of up to
+/// `max_events`; stops when a poll comes back short (the queue is empty) or after
+/// `MAX_DRAIN_POLLS` polls, leaving the rest for the next drain. Returns the events handled.
+fn drain(
+    backend: &mut dyn Backend,
+    server: &mut GameServer,
+    outbox: &mut Outbox,
+    clock: &Clock,
+    max_events: usize,
+) -> io::Result<usize> {
+    const MAX_DRAIN_POLLS: usize = 16;
+    let mut events = 0;
+    let past = Instant::now();
+    for _ in 0..MAX_DRAIN_POLLS {
+        let now = clock.at(Instant::now());
+        let report = backend.poll(past, &mut |_sock, peer, bytes| {
+            server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
+        })?;
+        events += report.events;
+        if report.datagrams < max_events {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 /// Exports what changed since the last call (counters only ever go up).
