@@ -449,6 +449,14 @@ impl Report {
                 opt(m.tick_lateness_ms_p99, " ms")
             );
         }
+        if self.diagnostics.schedule_slips > 0 {
+            let _ = writeln!(
+                s,
+                "  warning     the load tester fell more than a tick behind its send schedule \
+                 {} times: it was short of CPU, so these figures are not the server's alone",
+                self.diagnostics.schedule_slips
+            );
+        }
         let failures = self.failures();
         if self.passed() {
             let _ = writeln!(s, "  result      PASS");
@@ -631,6 +639,13 @@ mod tests {
             json_value(&json, "rtt_ms"),
             Some("{\"p50\": 9.5, \"p99\": 17.25, \"max\": 30, \"samples\": 1200}")
         );
+        assert!(!r.summary().contains("warning"));
+        let mut slipped = r.clone();
+        slipped.diagnostics.schedule_slips = 3;
+        assert!(slipped
+            .summary()
+            .contains("behind its send schedule 3 times"));
+        assert!(slipped.passed(), "slips warn, they do not fail the run");
         // Server figures only with --metrics.
         assert_eq!(json_value(&json, "server_cpu_cores"), None);
         let mut with = r.clone();

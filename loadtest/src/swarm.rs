@@ -78,6 +78,8 @@ const SOCKET_BUFFER_BYTES: usize = 256 * 1024;
 /// Most datagrams taken by one poll: about 2 ms of work, so a burst of snapshots cannot hold
 /// the send schedule back by more than a slot (the rest stays readable for the next poll).
 const MAX_EVENTS: usize = 256;
+/// Extra non-blocking polls after a full one (see `Swarm::wait`).
+const EXTRA_POLLS: usize = 4;
 /// Bytes the outbox can hold between a poll and its drain.
 const OUTBOX_BYTES: usize = 512 * 1024;
 /// `/proc/<pid>/stat` time unit (USER_HZ, 100 on every mainstream Linux architecture).
@@ -530,8 +532,19 @@ impl Swarm {
     }
 
     /// Waits for datagrams until `deadline`, hands them to their bots, sends their replies.
+    ///
+    /// When a poll comes back with a full budget (a backlog), up to [`EXTRA_POLLS`] more
+    /// non-blocking polls follow before the loop returns to the send schedule: receiving gets
+    /// up to 5x the steady rate to catch up, so a stall shows as late sends (and slips), not as
+    /// snapshots rotting in socket buffers and inflating the measured round trips.
     fn wait(&mut self, deadline: Instant) -> Result<()> {
-        self.poll_once(deadline).map(|_| ())
+        let mut report = self.poll_once(deadline)?;
+        let mut extra = 0;
+        while report.datagrams >= MAX_EVENTS && extra < EXTRA_POLLS {
+            report = self.poll_once(Instant::now())?;
+            extra += 1;
+        }
+        Ok(())
     }
 
     fn poll_once(&mut self, deadline: Instant) -> Result<tickwire_io::PollReport> {
