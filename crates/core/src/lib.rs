@@ -23,9 +23,11 @@ pub mod a2s;
 mod input_queue;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub use tickwire_netcode::{DenyReason, DisconnectReason, DropReason, Key, Now, ServerStats};
-use tickwire_proto::{ByeReason, ClientMessage, EntityState, ServerMessage, Snapshot, Welcome};
+pub use tickwire_proto::ByeReason;
+use tickwire_proto::{ClientMessage, EntityState, ServerMessage, Snapshot, Welcome};
 use tickwire_sim::{EntityId, EntityView, PlayerInput, World, WorldConfig};
 
 pub use input_queue::InputQueue;
@@ -57,6 +59,21 @@ pub struct CoreConfig {
     /// Most entities in one snapshot (nearest first); capped at
     /// [`tickwire_proto::MAX_SNAPSHOT_ENTITIES`].
     pub snapshot_max_entities: usize,
+    /// Answer Valve A2S server queries on the game port (`None`: drop them, counted).
+    pub query: Option<QueryConfig>,
+}
+
+/// What A2S queries report.
+#[derive(Clone, Debug)]
+pub struct QueryConfig {
+    /// Server name shown in server browsers.
+    pub name: String,
+    /// The game port clients connect to (the A2S_INFO extra-data port).
+    pub port: u16,
+    /// Secret for the stateless query challenges (random at startup).
+    pub secret: u64,
+    /// Extra rules reported by A2S_RULES (name, value), beside the built-in ones.
+    pub rules: Vec<(String, String)>,
 }
 
 /// Counters the core keeps beside the netcode layer's [`ServerStats`].
@@ -76,6 +93,10 @@ pub struct CoreStats {
     pub snapshot_bytes: u64,
     /// Server messages that could not be sent (netcode refused them).
     pub sends_failed: u64,
+    /// A2S queries answered (challenge or full reply).
+    pub queries_answered: u64,
+    /// A2S-prefixed datagrams dropped: malformed, or queries turned off.
+    pub queries_dropped: u64,
 }
 
 /// What one [`GameServer::tick`] did, for metrics.
@@ -100,6 +121,8 @@ struct Player {
     last_received_seq: Option<u32>,
     /// Newest input sequence applied to the world (0 before the first).
     last_applied_seq: u32,
+    /// When the player joined (for A2S_PLAYER durations).
+    joined: Duration,
     /// Newest snapshot tick the client acknowledged (0: none yet).
     ack_tick: u32,
     /// Welcome messages sent so far (resent until the client acknowledges a snapshot).
@@ -122,6 +145,8 @@ pub struct GameServer {
     snapshot: Snapshot,
     /// Reused per message: the encoded payload.
     payload: Vec<u8>,
+    /// A2S responder and what it reports; `None` when queries are off.
+    query: Option<(a2s::A2sResponder, QueryConfig)>,
 }
 
 impl GameServer {
@@ -153,7 +178,8 @@ impl GameServer {
                 entities: Vec::with_capacity(max_entities),
                 ..Snapshot::default()
             },
-            payload: vec![0; tickwire_proto::MAX_PAYLOAD_BYTES],
+            payload: vec![0; a2s::MAX_REPLY_BYTES.max(tickwire_proto::MAX_PAYLOAD_BYTES)],
+            query: cfg.query.map(|q| (a2s::A2sResponder::new(q.secret), q)),
         }
     }
 
@@ -165,6 +191,12 @@ impl GameServer {
         bytes: &[u8],
         tx: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
+        // A2S queries start with FF FF FF FF, which no netcode packet does (0xFF would be
+        // packet type 15 with 15 sequence bytes).
+        if a2s::is_a2s(bytes) {
+            self.handle_query(now, from, bytes, tx);
+            return;
+        }
         let mut joined = None;
         let GameServer {
             netcode,
@@ -174,7 +206,7 @@ impl GameServer {
             ..
         } = self;
         netcode.handle_packet(now, from, bytes, tx, &mut |event| {
-            if let Some(client) = on_event(world, players, stats, event) {
+            if let Some(client) = on_event(now, world, players, stats, event) {
                 joined = Some(client);
             }
         });
@@ -196,7 +228,7 @@ impl GameServer {
             } = self;
             netcode.update(now, tx, &mut |event| {
                 // A player never joins in update(); only timeouts arrive here.
-                let _ = on_event(world, players, stats, event);
+                let _ = on_event(now, world, players, stats, event);
             });
         }
 
@@ -316,6 +348,36 @@ impl GameServer {
             .map(|p| p.last_applied_seq)
     }
 
+    /// Answers one A2S query (or drops it, counted).
+    fn handle_query(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        bytes: &[u8],
+        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        let Some((responder, cfg)) = &self.query else {
+            self.stats.queries_dropped += 1;
+            return;
+        };
+        let source = QuerySource {
+            cfg,
+            now,
+            players: &self.players,
+            connected: self.netcode.connected_clients(),
+            max_players: self.netcode.max_clients(),
+            tick_ms: self.tick_ms,
+            seed: self.world.config().seed,
+        };
+        match responder.handle(now.mono.as_secs(), from, bytes, &source, &mut self.payload) {
+            Ok(Some(len)) => {
+                self.stats.queries_answered += 1;
+                tx(from, &self.payload[..len]);
+            }
+            Ok(None) | Err(_) => self.stats.queries_dropped += 1,
+        }
+    }
+
     /// The welcome is unreliable like everything else, so it is resent every
     /// [`WELCOME_RESEND_TICKS`] ticks, at most [`WELCOME_MAX_SENDS`] times, until the client
     /// acknowledges a snapshot (an acknowledging client has its id from `you` in any case).
@@ -398,9 +460,64 @@ impl GameServer {
     }
 }
 
+/// What A2S queries see of the server, borrowed for one query.
+struct QuerySource<'a> {
+    cfg: &'a QueryConfig,
+    now: Now,
+    players: &'a [Option<Player>],
+    connected: usize,
+    max_players: usize,
+    tick_ms: u16,
+    seed: u64,
+}
+
+impl a2s::A2sSource for QuerySource<'_> {
+    fn info(&self) -> a2s::A2sInfo<'_> {
+        a2s::A2sInfo {
+            name: &self.cfg.name,
+            map: "arena",
+            folder: "tickwire",
+            game: "Tickwire",
+            // A2S counts are one byte; larger servers report 255.
+            players: self.connected.min(255) as u8,
+            max_players: self.max_players.min(255) as u8,
+            bots: 0,
+            version: env!("CARGO_PKG_VERSION"),
+            port: self.cfg.port,
+        }
+    }
+
+    fn for_each_player(&self, f: &mut dyn FnMut(a2s::A2sPlayer<'_>)) {
+        // Players have no names in this protocol: report their entity ids.
+        let mut name = String::with_capacity(16);
+        for p in self.players.iter().flatten() {
+            use std::fmt::Write;
+            name.clear();
+            let _ = write!(name, "player-{}", p.entity);
+            f(a2s::A2sPlayer {
+                name: &name,
+                score: 0,
+                duration_secs: self.now.mono.saturating_sub(p.joined).as_secs_f32(),
+            });
+        }
+    }
+
+    fn for_each_rule(&self, f: &mut dyn FnMut(&str, &str)) {
+        f("version", env!("CARGO_PKG_VERSION"));
+        f("tick_ms", &self.tick_ms.to_string());
+        f("max_players", &self.max_players.to_string());
+        f("players", &self.connected.to_string());
+        f("world_seed", &self.seed.to_string());
+        for (name, value) in &self.cfg.rules {
+            f(name, value);
+        }
+    }
+}
+
 /// Applies one netcode event to the game state; returns the client index of a player who just
 /// joined (so the caller can welcome them once the netcode borrow ends).
 fn on_event(
+    now: Now,
     world: &mut World,
     players: &mut [Option<Player>],
     stats: &mut CoreStats,
@@ -421,6 +538,7 @@ fn on_event(
                 inputs: InputQueue::new(),
                 last_received_seq: None,
                 last_applied_seq: 0,
+                joined: now.mono,
                 ack_tick: 0,
                 welcomes_sent: 0,
             });

@@ -100,6 +100,7 @@ fn run(seed: u64, clients: usize, ticks: u64) -> Outcome {
         tick_ms: TICK_MS as u16,
         world: WorldConfig::for_players(64, seed),
         snapshot_max_entities: 48,
+        query: None,
     });
     let mut rng = Rng(seed);
     let mut net = Network {

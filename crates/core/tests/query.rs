@@ -1,0 +1,151 @@
+//! A2S queries and netcode traffic share the game port: queries are answered (challenge
+//! first, never larger than the request), and they never disturb netcode sessions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tickwire_client::{GameClient, GameEvent, Now};
+use tickwire_core::{CoreConfig, GameServer, QueryConfig};
+use tickwire_netcode::{build_connect_token, TokenParams, USER_DATA_BYTES};
+use tickwire_sim::WorldConfig;
+
+const KEY: [u8; 32] = [9; 32];
+const PROTOCOL_ID: u64 = 77;
+
+fn now(ms: u64) -> Now {
+    Now {
+        mono: Duration::from_millis(ms),
+        unix_secs: 1_700_000_000 + ms / 1000,
+    }
+}
+
+fn server(addr: SocketAddr, query: bool) -> GameServer {
+    GameServer::new(CoreConfig {
+        protocol_id: PROTOCOL_ID,
+        private_key: KEY,
+        max_players: 8,
+        public_addrs: vec![addr],
+        tick_ms: 16,
+        world: WorldConfig::for_players(8, 3),
+        snapshot_max_entities: 16,
+        query: query.then(|| QueryConfig {
+            name: "test server".into(),
+            port: addr.port(),
+            secret: 42,
+            rules: vec![("mode".into(), "ffa".into())],
+        }),
+    })
+}
+
+const INFO: &[u8] = b"\xFF\xFF\xFF\xFFTSource Engine Query\0";
+
+#[test]
+fn a2s_and_netcode_share_the_port() {
+    let server_addr: SocketAddr = "127.0.0.1:7777".parse().unwrap();
+    let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let querier: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let mut server = server(server_addr, true);
+    let token = build_connect_token(
+        &TokenParams {
+            protocol_id: PROTOCOL_ID,
+            client_id: 1,
+            create_unix_secs: 1_700_000_000,
+            expire_secs: 60,
+            timeout_secs: 5,
+            server_addrs: &[server_addr],
+            user_data: [0; USER_DATA_BYTES],
+            private_key: &KEY,
+        },
+        [1; 24],
+        [2; 32],
+        [3; 32],
+    )
+    .unwrap();
+    let mut client = GameClient::new(&token, now(0)).unwrap();
+    let mut snapshots = 0;
+    let mut info_reply = None;
+    for ms in 0..2000u64 {
+        let t = now(ms);
+        let mut to_server = Vec::new();
+        client.update(t, &mut |_, b| to_server.push(b.to_vec()), &mut |_| {});
+        if ms % 16 == 0 && client.is_connected() {
+            let _ = client.send_input(t, 10, 0, 0, &mut |_, b| to_server.push(b.to_vec()));
+        }
+        // A query every 50 ms, interleaved with the session's packets.
+        if ms % 50 == 0 {
+            let mut replies = Vec::new();
+            server.handle_datagram(t, querier, INFO, &mut |to, b| {
+                replies.push((to, b.to_vec()))
+            });
+            assert_eq!(replies.len(), 1);
+            let (to, challenge) = &replies[0];
+            assert_eq!(*to, querier);
+            assert_eq!(challenge.len(), 9, "challenge reply");
+            assert!(
+                challenge.len() <= INFO.len(),
+                "never larger than the request"
+            );
+            assert_eq!(&challenge[..5], b"\xFF\xFF\xFF\xFFA");
+            let mut with_challenge = INFO.to_vec();
+            with_challenge.extend_from_slice(&challenge[5..9]);
+            replies.clear();
+            server.handle_datagram(t, querier, &with_challenge, &mut |to, b| {
+                replies.push((to, b.to_vec()))
+            });
+            assert_eq!(replies.len(), 1);
+            info_reply = Some(replies[0].1.clone());
+        }
+        let mut to_client = Vec::new();
+        for b in to_server {
+            server.handle_datagram(t, client_addr, &b, &mut |_, r| to_client.push(r.to_vec()));
+        }
+        if ms % 16 == 0 {
+            server.tick(t, &mut |_, r| to_client.push(r.to_vec()));
+        }
+        for b in to_client {
+            client.handle_packet(t, server_addr, &b, &mut |_, _| {}, &mut |e| {
+                if let GameEvent::Snapshot(_) = e {
+                    snapshots += 1;
+                }
+            });
+        }
+    }
+    assert!(client.is_connected());
+    assert!(
+        snapshots > 100,
+        "the session kept going: {snapshots} snapshots"
+    );
+    let info = info_reply.unwrap();
+    assert_eq!(info[4], b'I');
+    let name_at = 6;
+    assert!(info[name_at..].starts_with(b"test server\0"));
+    // players byte follows name, map, folder, game (NUL-terminated) and the u16 app id.
+    let mut i = name_at;
+    for _ in 0..4 {
+        i += info[i..].iter().position(|&b| b == 0).unwrap() + 1;
+    }
+    i += 2;
+    assert_eq!(info[i], 1, "one player connected");
+    assert_eq!(info[i + 1], 8, "max players");
+    assert!(server.stats().queries_answered >= 80);
+}
+
+#[test]
+fn queries_off_are_dropped_and_counted() {
+    let addr: SocketAddr = "127.0.0.1:7777".parse().unwrap();
+    let mut server = server(addr, false);
+    let mut replies = 0;
+    server.handle_datagram(
+        now(0),
+        "127.0.0.1:5000".parse().unwrap(),
+        INFO,
+        &mut |_, _| replies += 1,
+    );
+    assert_eq!(replies, 0);
+    assert_eq!(server.stats().queries_dropped, 1);
+    assert_eq!(
+        server.netcode_stats().total_drops(),
+        0,
+        "not mistaken for netcode"
+    );
+}
