@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -103,6 +103,17 @@ pub struct ServeArgs {
     /// World generation seed, decimal or 0x-hex [world.seed, default 1].
     #[arg(long, value_name = "N")]
     pub seed: Option<String>,
+    /// Server name for A2S queries and logs, 1..=63 bytes [server.name, default Tickwire].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// On the first SIGTERM/SIGINT, deny new players and wait up to this many seconds for
+    /// connected ones to leave, 0..=3600 (0: stop at once) [server.drain_grace_secs, default 0].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub drain_grace_secs: Option<String>,
+    /// Talk to the Agones SDK sidecar: Ready, Health pings, the players Counter, Shutdown
+    /// [agones.enabled; also on when AGONES_SDK_HTTP_PORT is set].
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub agones: bool,
 }
 
 /// Options of `token`.
@@ -201,6 +212,30 @@ mod tests {
         assert_eq!(a.max_events.as_deref(), Some("5"));
         assert_eq!(a.io_model.as_deref(), Some("kqueue2"));
         assert_eq!(a.protocol_id.as_deref(), Some("0x10"));
+        assert!(!a.agones);
+        assert_eq!(a.drain_grace_secs, None);
+    }
+
+    #[test]
+    fn agones_is_a_switch_and_drain_grace_a_string() {
+        let cli = Cli::try_parse_from([
+            "tickwire",
+            "serve",
+            "--agones",
+            "--drain-grace-secs",
+            "9999",
+            "--name",
+            "EU #1",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.agones);
+        assert_eq!(a.drain_grace_secs.as_deref(), Some("9999"));
+        assert_eq!(a.name.as_deref(), Some("EU #1"));
+        // A switch takes no value.
+        assert!(Cli::try_parse_from(["tickwire", "serve", "--agones", "false"]).is_err());
     }
 
     #[test]

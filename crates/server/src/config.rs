@@ -96,6 +96,11 @@ pub struct ServerConfig {
     pub tick_ms: u32,
     /// Most connected clients, 1..=16384; beyond it new clients are denied.
     pub max_players: usize,
+    /// Server name (A2S queries, logs): 1..=63 bytes, no control characters.
+    pub name: String,
+    /// How long the first SIGTERM/SIGINT waits for connected players to leave, 0..=3600 s
+    /// (0: stop at once). See [`ServerConfig::drain_grace`].
+    pub drain_grace_secs: u32,
 }
 
 impl ServerConfig {
@@ -117,6 +122,14 @@ impl ServerConfig {
     /// `tick_ms` as a `Duration`.
     pub fn tick(&self) -> Duration {
         Duration::from_millis(u64::from(self.tick_ms))
+    }
+
+    /// `drain_grace_secs` as a `Duration`: on the first SIGTERM/SIGINT the server stops
+    /// accepting players, tells connected clients it is draining and waits up to this long for
+    /// them to leave before telling the rest and exiting 0. Zero: tell everyone and exit at once.
+    #[allow(dead_code)] // until `serve` (main.rs) passes it on
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs(u64::from(self.drain_grace_secs))
     }
 }
 
@@ -192,6 +205,36 @@ pub struct SnapshotConfig {
     pub max_entities: usize,
 }
 
+/// `[query]`: Valve A2S server queries on the game UDP port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryConfig {
+    /// Answer A2S_INFO, A2S_PLAYER and A2S_RULES queries.
+    pub enabled: bool,
+}
+
+/// `[agones]`: the Agones SDK sidecar (Ready, Health pings, the `players` Counter, Shutdown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgonesConfig {
+    /// Talk to the SDK sidecar. Also turned on by `AGONES_SDK_HTTP_PORT` in the environment
+    /// (see [`AGONES_PORT_ENV`]).
+    pub enabled: bool,
+    /// Seconds between Health pings, 1..=60.
+    pub health_interval_secs: u32,
+}
+
+impl AgonesConfig {
+    /// `health_interval_secs` as a `Duration`.
+    #[allow(dead_code)] // until `serve` (main.rs) passes it on
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.health_interval_secs))
+    }
+}
+
+/// Set by Agones in a GameServer's containers (the SDK sidecar's REST port). When present (and
+/// not empty), `agones.enabled` defaults to true, below `TICKWIRE_AGONES_ENABLED`, `--agones`
+/// and above the config file, with this variable as its origin.
+pub const AGONES_PORT_ENV: &str = "AGONES_SDK_HTTP_PORT";
+
 /// Where a value came from (a key absent from [`Config::origins`] has its built-in default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -235,6 +278,10 @@ pub struct Config {
     pub world: WorldConfig,
     /// `[snapshot]`.
     pub snapshot: SnapshotConfig,
+    /// `[query]`.
+    pub query: QueryConfig,
+    /// `[agones]`.
+    pub agones: AgonesConfig,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each non-default value came from, by full key (`"io.max_events"`).
@@ -251,6 +298,8 @@ impl Default for Config {
                 public_addr: None,
                 tick_ms: 16,
                 max_players: 2048,
+                name: "Tickwire".to_owned(),
+                drain_grace_secs: 0,
             },
             metrics: MetricsConfig {
                 bind: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -275,6 +324,11 @@ impl Default for Config {
                 obstacles: 32,
             },
             snapshot: SnapshotConfig { max_entities: 48 },
+            query: QueryConfig { enabled: true },
+            agones: AgonesConfig {
+                enabled: false,
+                health_interval_secs: 2,
+            },
             file: None,
             origins: BTreeMap::new(),
             warnings: Vec::new(),
@@ -341,6 +395,13 @@ pub const KEYS: &[KeyInfo] = &[
         "server.max_players",
         Some("max-players"),
     ),
+    key("server", "name", "server.name", Some("name")),
+    key(
+        "server",
+        "drain_grace_secs",
+        "server.drain_grace_secs",
+        Some("drain-grace-secs"),
+    ),
     key("metrics", "bind", "metrics.bind", Some("metrics-bind")),
     key("io", "model", "io.model", Some("io-model")),
     key("io", "max_events", "io.max_events", Some("max-events")),
@@ -359,11 +420,19 @@ pub const KEYS: &[KeyInfo] = &[
     key("world", "seed", "world.seed", Some("seed")),
     key("world", "obstacles", "world.obstacles", None),
     key("snapshot", "max_entities", "snapshot.max_entities", None),
+    key("query", "enabled", "query.enabled", None),
+    key("agones", "enabled", "agones.enabled", Some("agones")),
+    key(
+        "agones",
+        "health_interval_secs",
+        "agones.health_interval_secs",
+        None,
+    ),
 ];
 
 /// The sections, in file order.
 pub const SECTIONS: &[&str] = &[
-    "server", "metrics", "io", "auth", "log", "world", "snapshot",
+    "server", "metrics", "io", "auth", "log", "world", "snapshot", "query", "agones",
 ];
 
 fn keys_of(section: &str) -> Vec<&'static str> {
@@ -381,6 +450,8 @@ fn key_info(full: &str) -> &'static KeyInfo {
 
 fn cli_value<'a>(args: &'a ServeArgs, flag: &str) -> Option<&'a str> {
     let v = match flag {
+        // A switch: present means "true", absent leaves the key to the other layers.
+        "agones" => return args.agones.then_some("true"),
         "bind" => &args.bind,
         "public-addr" => &args.public_addr,
         "tick-ms" => &args.tick_ms,
@@ -395,6 +466,8 @@ fn cli_value<'a>(args: &'a ServeArgs, flag: &str) -> Option<&'a str> {
         "log-level" => &args.log_level,
         "log-format" => &args.log_format,
         "seed" => &args.seed,
+        "name" => &args.name,
+        "drain-grace-secs" => &args.drain_grace_secs,
         _ => return None,
     };
     v.as_deref()
@@ -586,7 +659,8 @@ pub fn load(cli: &ServeArgs) -> Result<Config, ConfigError> {
     load_with_env(cli, std::env::vars_os())
 }
 
-/// [`load`] with an explicit environment (for tests). Only `TICKWIRE_*` entries are looked at.
+/// [`load`] with an explicit environment (for tests). Only `TICKWIRE_*` entries and
+/// [`AGONES_PORT_ENV`] are looked at.
 pub fn load_with_env(
     cli: &ServeArgs,
     env: impl IntoIterator<Item = (OsString, OsString)>,
@@ -595,7 +669,12 @@ pub fn load_with_env(
     let mut warnings = Vec::new();
 
     let mut vars = BTreeMap::new();
+    let mut agones_port: Option<OsString> = None;
     for (k, v) in env {
+        if k == AGONES_PORT_ENV {
+            agones_port = Some(v);
+            continue;
+        }
         let Some(k) = k
             .to_str()
             .filter(|k| k.starts_with(ENV_PREFIX))
@@ -643,10 +722,33 @@ pub fn load_with_env(
         .as_deref()
         .and_then(|p| read_file(p, &mut problems));
 
+    // Inside an Agones GameServer the sidecar's port is in the environment: that turns the
+    // SDK client on unless a flag or a TICKWIRE_ variable says otherwise.
+    let agones_sdk = match agones_port.as_deref().map(|v| v.to_str()) {
+        None | Some(Some("")) => false,
+        Some(Some(v)) => {
+            if v.trim().parse::<u16>().map_or(true, |p| p == 0) {
+                warnings.push(format!(
+                    "{AGONES_PORT_ENV} = {v:?} is not a port number; the Agones SDK client \
+                     will use the default port 9358"
+                ));
+            }
+            true
+        }
+        Some(None) => {
+            warnings.push(format!(
+                "{AGONES_PORT_ENV} is not valid UTF-8; the Agones SDK client will use the \
+                 default port 9358"
+            ));
+            true
+        }
+    };
+
     let mut r = Resolver {
         cli,
         env: &vars,
         file: file.as_ref(),
+        agones_sdk,
         problems,
         origins: BTreeMap::new(),
     };
@@ -662,6 +764,12 @@ pub fn load_with_env(
         max_players: r.get("server.max_players", d.server.max_players, |raw| {
             ranged(raw, 1, 16384)
         }),
+        name: r.get("server.name", d.server.name, parse_server_name),
+        drain_grace_secs: r.get(
+            "server.drain_grace_secs",
+            d.server.drain_grace_secs,
+            |raw| ranged(raw, 0, 3600),
+        ),
     };
     let metrics = MetricsConfig {
         bind: r.get("metrics.bind", d.metrics.bind, parse_metrics_bind),
@@ -723,6 +831,18 @@ pub fn load_with_env(
         }),
     };
 
+    let query = QueryConfig {
+        enabled: r.get("query.enabled", d.query.enabled, parse_bool),
+    };
+    let agones = AgonesConfig {
+        enabled: r.get("agones.enabled", d.agones.enabled, parse_bool),
+        health_interval_secs: r.get(
+            "agones.health_interval_secs",
+            d.agones.health_interval_secs,
+            |raw| ranged(raw, 1, 60),
+        ),
+    };
+
     let Resolver {
         problems, origins, ..
     } = r;
@@ -737,6 +857,8 @@ pub fn load_with_env(
         log,
         world,
         snapshot,
+        query,
+        agones,
         file: file.map(|f| f.path),
         origins,
         warnings,
@@ -869,6 +991,8 @@ struct Resolver<'a> {
     cli: &'a ServeArgs,
     env: &'a BTreeMap<String, String>,
     file: Option<&'a FileLayer>,
+    /// [`AGONES_PORT_ENV`] is set: `agones.enabled` defaults to true above the file.
+    agones_sdk: bool,
     problems: Vec<Problem>,
     origins: BTreeMap<&'static str, Origin>,
 }
@@ -903,6 +1027,9 @@ impl Resolver<'_> {
             }
             (None, Some((var, v))) => return Some((Raw::Text(v), Origin::Env(var))),
             (None, None) => {}
+        }
+        if info.key == "agones.enabled" && self.agones_sdk {
+            return Some((Raw::Text("true"), Origin::Env(AGONES_PORT_ENV.to_owned())));
         }
         let file = self.file?;
         let v = file.values.get(info.key)?;
@@ -1001,6 +1128,33 @@ fn parse_u64(raw: Raw<'_>) -> Result<u64, String> {
         .ok_or_else(|| "must be an unsigned 64-bit integer, decimal or 0x-hex".to_owned())
 }
 
+fn parse_bool(raw: Raw<'_>) -> Result<bool, String> {
+    let rule = || "must be true or false".to_owned();
+    match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+        Raw::Text(s) => match s.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(rule()),
+        },
+        Raw::Toml(_) => Err(rule()),
+    }
+}
+
+/// Longest `server.name`, in bytes (A2S_INFO carries it as a C string; keep it short).
+pub const MAX_SERVER_NAME_BYTES: usize = 63;
+
+fn parse_server_name(raw: Raw<'_>) -> Result<String, String> {
+    let rule = || {
+        format!("must be a string of 1..={MAX_SERVER_NAME_BYTES} bytes without control characters")
+    };
+    let s = text(raw, "").map_err(|_| rule())?;
+    if s.is_empty() || s.len() > MAX_SERVER_NAME_BYTES || s.chars().any(char::is_control) {
+        return Err(rule());
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
     let rule = "must be an IP:port socket address, e.g. \"0.0.0.0:7777\" or \"[::]:7777\"";
     let s = text(raw, rule)?;
@@ -1083,6 +1237,8 @@ impl fmt::Display for Config {
         }
         line(f, "server.tick_ms", s.tick_ms.to_string())?;
         line(f, "server.max_players", s.max_players.to_string())?;
+        line(f, "server.name", quoted(&s.name))?;
+        line(f, "server.drain_grace_secs", s.drain_grace_secs.to_string())?;
 
         writeln!(f, "\n[metrics]")?;
         let mb = self
@@ -1120,6 +1276,17 @@ impl fmt::Display for Config {
             f,
             "snapshot.max_entities",
             self.snapshot.max_entities.to_string(),
+        )?;
+
+        writeln!(f, "\n[query]")?;
+        line(f, "query.enabled", self.query.enabled.to_string())?;
+
+        writeln!(f, "\n[agones]")?;
+        line(f, "agones.enabled", self.agones.enabled.to_string())?;
+        line(
+            f,
+            "agones.health_interval_secs",
+            self.agones.health_interval_secs.to_string(),
         )
     }
 }
@@ -1464,6 +1631,144 @@ mod tests {
         let again = load_with_env(&with_file("rt-default.toml", &d), env(&[])).unwrap();
         assert_eq!(again.server, Config::default().server);
         assert_eq!(again.snapshot, Config::default().snapshot);
+    }
+
+    #[test]
+    fn drain_name_query_agones_keys() {
+        let cfg = load_with_env(&ServeArgs::default(), env(&[])).unwrap();
+        assert_eq!(cfg.server.name, "Tickwire");
+        assert_eq!(cfg.server.drain_grace(), Duration::ZERO);
+        assert!(cfg.query.enabled);
+        assert!(!cfg.agones.enabled);
+        assert_eq!(cfg.agones.health_interval(), Duration::from_secs(2));
+
+        let mut args = with_file(
+            "new-keys.toml",
+            "[server]\nname = \"EU \\\"One\\\"\"\ndrain_grace_secs = 30\n\
+             [query]\nenabled = false\n[agones]\nenabled = true\nhealth_interval_secs = 5\n",
+        );
+        let cfg = load_with_env(&args, env(&[])).unwrap();
+        assert_eq!(cfg.server.name, "EU \"One\"");
+        assert_eq!(cfg.server.drain_grace(), Duration::from_secs(30));
+        assert!(!cfg.query.enabled);
+        assert!(cfg.agones.enabled);
+        assert_eq!(cfg.agones.health_interval_secs, 5);
+        // Round trip through Display.
+        let again = load_with_env(&with_file("new-keys-rt.toml", &cfg.to_string()), env(&[]));
+        let again = again.unwrap();
+        assert_eq!(
+            (&again.server, &again.query, &again.agones),
+            (&cfg.server, &cfg.query, &cfg.agones)
+        );
+
+        args.drain_grace_secs = Some("3601".into());
+        args.name = Some(String::new());
+        let p = problems(load_with_env(
+            &args,
+            env(&[
+                ("TICKWIRE_QUERY_ENABLED", "yes"),
+                ("TICKWIRE_AGONES_HEALTH_INTERVAL_SECS", "0"),
+            ]),
+        ));
+        let all = p.join("\n");
+        assert_eq!(p.len(), 4, "{all}");
+        assert!(
+            all.contains(
+                "server.drain_grace_secs = 3601: must be in 0..=3600 (from --drain-grace-secs)"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "server.name = \"\": must be a string of 1..=63 bytes without control \
+                 characters (from --name)"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "query.enabled = \"yes\": must be true or false (from env TICKWIRE_QUERY_ENABLED)"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("agones.health_interval_secs = 0: must be in 1..=60"),
+            "{all}"
+        );
+
+        for bad in ["x".repeat(64), "tab\there".to_owned()] {
+            let args = ServeArgs {
+                name: Some(bad.clone()),
+                ..ServeArgs::default()
+            };
+            let p = problems(load_with_env(&args, env(&[])));
+            assert!(p[0].starts_with("server.name = "), "{bad:?}: {p:?}");
+        }
+        let ok = ServeArgs {
+            name: Some("é".repeat(31)), // 62 bytes
+            ..ServeArgs::default()
+        };
+        assert!(load_with_env(&ok, env(&[])).is_ok());
+        let p = problems(load_with_env(
+            &with_file("bool.toml", "[agones]\nenabled = \"true\"\n"),
+            env(&[]),
+        ));
+        assert!(
+            p[0].contains("agones.enabled = \"true\": must be true or false"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn agones_turns_on_from_the_sidecar_port() {
+        let file = with_file("agones-off.toml", "[agones]\nenabled = false\n");
+        // The sidecar's variable beats the file ...
+        let cfg = load_with_env(&file, env(&[("AGONES_SDK_HTTP_PORT", "9358")])).unwrap();
+        assert!(cfg.agones.enabled);
+        assert_eq!(
+            cfg.origins["agones.enabled"],
+            Origin::Env("AGONES_SDK_HTTP_PORT".into())
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert!(
+            cfg.to_string()
+                .contains("enabled = true  # from env AGONES_SDK_HTTP_PORT\n"),
+            "{cfg}"
+        );
+        // ... a TICKWIRE_ variable beats it ...
+        let cfg = load_with_env(
+            &file,
+            env(&[
+                ("AGONES_SDK_HTTP_PORT", "9358"),
+                ("TICKWIRE_AGONES_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert!(!cfg.agones.enabled);
+        // ... an empty one does not count, a bad one warns.
+        let cfg = load_with_env(&file, env(&[("AGONES_SDK_HTTP_PORT", "")])).unwrap();
+        assert!(!cfg.agones.enabled);
+        let cfg = load_with_env(&file, env(&[("AGONES_SDK_HTTP_PORT", "http")])).unwrap();
+        assert!(cfg.agones.enabled);
+        assert!(
+            cfg.warnings[0].contains("AGONES_SDK_HTTP_PORT"),
+            "{:?}",
+            cfg.warnings
+        );
+
+        // The --agones switch, and its short env alias.
+        let args = ServeArgs {
+            agones: true,
+            ..ServeArgs::default()
+        };
+        let cfg = load_with_env(&args, env(&[("TICKWIRE_AGONES_ENABLED", "false")])).unwrap();
+        assert!(cfg.agones.enabled);
+        assert_eq!(
+            cfg.origins["agones.enabled"],
+            Origin::Flag("--agones".into())
+        );
+        let cfg = load_with_env(&ServeArgs::default(), env(&[("TICKWIRE_AGONES", "true")]));
+        assert!(cfg.unwrap().agones.enabled);
     }
 
     #[test]

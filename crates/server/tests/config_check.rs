@@ -75,6 +75,8 @@ fn shipped_config_is_valid_and_printed() {
         "bind = \"0.0.0.0:7777\"",
         "tick_ms = 16",
         "max_players = 2048",
+        "name = \"Tickwire\"",
+        "drain_grace_secs = 0",
         "[metrics]",
         "bind = \"127.0.0.1:9464\"",
         "model = \"auto\"",
@@ -89,6 +91,11 @@ fn shipped_config_is_valid_and_printed() {
         "seed = 1",
         "obstacles = 32",
         "max_entities = 48",
+        "[query]",
+        "enabled = true",
+        "[agones]",
+        "enabled = false",
+        "health_interval_secs = 2",
     ] {
         assert!(
             r.stdout.lines().any(|l| l == line),
@@ -168,6 +175,99 @@ fn timeout_ms_out_of_range_from_file_env_and_flag() {
     assert_fails_with(
         &r,
         &["io.timeout_ms = 1001: must be in 0..=1000 (from --timeout-ms)"],
+    );
+}
+
+#[test]
+fn drain_name_query_and_agones_keys_are_checked() {
+    let dir = workdir("new-keys");
+    let file = write(
+        &dir,
+        "c.toml",
+        "[server]\ndrain_grace_secs = 3601\n[agones]\nhealth_interval_secs = 61\n",
+    );
+    let r = run(&dir, &["--config", &file], &[]);
+    assert_fails_with(
+        &r,
+        &[
+            "2 problems",
+            "server.drain_grace_secs = 3601: must be in 0..=3600 (from ",
+            "c.toml:2)",
+            "agones.health_interval_secs = 61: must be in 1..=60",
+            "c.toml:4)",
+        ],
+    );
+
+    let r = run(&dir, &["--drain-grace-secs", "-5"], &[]);
+    assert_fails_with(
+        &r,
+        &["server.drain_grace_secs = -5: must be in 0..=3600 (from --drain-grace-secs)"],
+    );
+    let long = "n".repeat(64);
+    let r = run(&dir, &["--name", &long], &[]);
+    assert_fails_with(
+        &r,
+        &[
+            "server.name = \"nnnn",
+            "must be a string of 1..=63 bytes",
+            "(from --name)",
+        ],
+    );
+    let r = run(&dir, &[], &[("TICKWIRE_QUERY_ENABLED", "maybe")]);
+    assert_fails_with(
+        &r,
+        &["query.enabled = \"maybe\": must be true or false (from env TICKWIRE_QUERY_ENABLED)"],
+    );
+
+    // Valid values are printed with their origin.
+    let r = run(
+        &dir,
+        &["--agones", "--drain-grace-secs", "30", "--name", "EU #1"],
+        &[("TICKWIRE_QUERY_ENABLED", "false")],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let has = |line: &str| r.stdout.lines().any(|l| l == line);
+    assert!(
+        has("drain_grace_secs = 30  # from --drain-grace-secs"),
+        "{}",
+        r.stdout
+    );
+    assert!(has("name = \"EU #1\"  # from --name"), "{}", r.stdout);
+    assert!(
+        has("enabled = false  # from env TICKWIRE_QUERY_ENABLED"),
+        "{}",
+        r.stdout
+    );
+    assert!(has("enabled = true  # from --agones"), "{}", r.stdout);
+}
+
+#[test]
+fn agones_sidecar_port_turns_agones_on() {
+    let dir = workdir("agones-env");
+    let r = run(&dir, &[], &[("AGONES_SDK_HTTP_PORT", "9358")]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l == "enabled = true  # from env AGONES_SDK_HTTP_PORT"),
+        "{}",
+        r.stdout
+    );
+    let r = run(
+        &dir,
+        &[],
+        &[
+            ("AGONES_SDK_HTTP_PORT", "9358"),
+            ("TICKWIRE_AGONES_ENABLED", "false"),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l == "enabled = false  # from env TICKWIRE_AGONES_ENABLED"),
+        "{}",
+        r.stdout
     );
 }
 
