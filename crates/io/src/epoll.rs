@@ -294,12 +294,12 @@ impl Backend for Epoll {
 
 /// The waker: an eventfd in the epoll set. Shared with every [`Waker`] clone, so its fd is
 /// closed when the backend and the last waker are gone.
-struct EventFd {
-    fd: OwnedFd,
+pub(crate) struct EventFd {
+    pub(crate) fd: OwnedFd,
 }
 
 impl EventFd {
-    fn new() -> io::Result<EventFd> {
+    pub(crate) fn new() -> io::Result<EventFd> {
         // SAFETY: no pointers are passed.
         let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
         // SAFETY: `fd` was just created and nothing else owns it.
@@ -309,7 +309,7 @@ impl EventFd {
     }
 
     /// Resets the counter so the eventfd stops being readable.
-    fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut value: u64 = 0;
         // SAFETY: `value` is 8 writable bytes that outlive the call. EAGAIN (already drained)
         // is fine.

@@ -6,10 +6,11 @@
 //!
 //! | model | module | platforms |
 //! |---|---|---|
+//! | [`Model::IoUring`] | `io_uring` | Linux 6.0+ (multishot recvmsg, provided buffer rings) |
 //! | [`Model::Epoll`] | `epoll` | Linux |
 //! | [`Model::Select`] | `select` | every unix |
 //! | [`Model::Blocking`] | `blocking` | everywhere (pure std, one helper thread per socket) |
-//! | [`Model::IoUring`], [`Model::Kqueue`], [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
+//! | [`Model::Kqueue`], [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
 //!
 //! # The contract
 //!
@@ -29,6 +30,36 @@
 //!   kernel in batches (`sendmmsg` per socket on Linux) and empties it. Datagrams the kernel
 //!   refuses (`EAGAIN`/`ENOBUFS`) are dropped and counted, never retried: game traffic is
 //!   latest-wins.
+//!
+//! # io_uring
+//!
+//! The io_uring backend keeps the same contract with completions instead of readiness: one
+//! multishot `recvmsg` per socket on a provided buffer ring (each datagram is one CQE; the
+//! buffer lent to the callback is the ring buffer the kernel filled, given back right after the
+//! call), one `sendmsg` SQE per queued datagram, and an eventfd poll as the waker. What differs:
+//!
+//! * [`Backend::flush`] only queues the `sendmsg` SQEs; the next [`Backend::poll`] submits them
+//!   in the same `io_uring_enter` that waits for the deadline (one syscall per poll, none per
+//!   datagram). Dropping the backend submits them too. So a caller that flushes and never polls
+//!   again must poll once (`poll(Instant::now(), ..)` does not block). [`FlushReport::sent`]
+//!   counts datagrams handed to the ring; the kernel's refusals (`MSG_DONTWAIT`: a full socket
+//!   buffer fails the datagram, it is not retried) land in [`IoStats::send_errors`] when their
+//!   completions are reaped, so [`FlushReport::failed`] stays 0.
+//! * A send slot is reused only once its completion came back; [`Backend::send`] on a full slab
+//!   submits and reaps first, so "flush, then send" finds room as with the other backends.
+//! * Budget: a poll delivers at most [`Config::max_events`] datagrams; completions beyond it
+//!   keep their buffers and are delivered first by the next poll, without waiting. When the
+//!   buffer ring runs dry the kernel ends a socket's multishot receive (`ENOBUFS`); it is
+//!   re-armed as soon as buffers are back, and the datagrams wait in the socket buffer
+//!   meanwhile, as they would under epoll.
+//! * [`open`] probes first ([`probe_io_uring`]: a tiny ring must receive its own loopback
+//!   datagram), and [`Model::Auto`] falls back to epoll when the probe fails. `EPERM` (container
+//!   seccomp profiles, `kernel.io_uring_disabled`) and `ENOSYS` come back as one-line errors that
+//!   name the cause and the fix. Extra knobs (SQPOLL, thread affinity) are in
+//!   [`IoUringOptions`] for [`open_io_uring`].
+//! * With `IORING_SETUP_SINGLE_ISSUER` (the default when the kernel has it) the backend belongs
+//!   to the thread that first polls or flushes it; moving it to another thread after that makes
+//!   its calls fail (`EEXIST`). Set [`IoUringOptions::single_issuer`] to false to move it freely.
 //!
 //! # Why level-triggered
 //!
@@ -86,6 +117,9 @@ mod sys;
 mod blocking;
 #[cfg(target_os = "linux")]
 mod epoll;
+#[cfg(target_os = "linux")]
+#[path = "io_uring.rs"]
+mod uring;
 #[cfg(unix)]
 mod select;
 mod slab;
@@ -97,11 +131,13 @@ pub struct SocketId(pub u32);
 /// An I/O model: which OS mechanism a backend uses to wait for and move datagrams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
-    /// The best model this platform build offers (Linux: epoll; other unix: select; else blocking).
+    /// The best model this platform build offers (Linux: io_uring when its probe passes, else
+    /// epoll; other unix: select; else blocking).
     Auto,
     /// Linux epoll, level-triggered, `recvmmsg`/`sendmmsg`.
     Epoll,
-    /// Linux io_uring (not implemented yet: [`OpenError::Unsupported`]).
+    /// Linux io_uring (6.0+): multishot `recvmsg` on a provided buffer ring, `sendmsg` SQEs
+    /// submitted with the poll's wait.
     IoUring,
     /// BSD/macOS kqueue (not implemented yet: [`OpenError::Unsupported`]).
     Kqueue,
@@ -413,14 +449,67 @@ impl Error for OpenError {
     }
 }
 
+/// Options of the io_uring backend that [`Config`] does not carry (see
+/// [`open_io_uring`]). `Default` is what [`open`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoUringOptions {
+    /// Ask for `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue, so flushes
+    /// need no syscall while it is awake. It burns a CPU while busy; off by default.
+    pub sqpoll: bool,
+    /// How long the SQ thread spins idle before it sleeps (with `sqpoll`).
+    pub sqpoll_idle: Duration,
+    /// Allow `IORING_SETUP_SINGLE_ISSUER` (and with it `DEFER_TASKRUN`): faster, but ties the
+    /// backend to the thread that first polls or flushes it. Default true.
+    pub single_issuer: bool,
+}
+
+impl Default for IoUringOptions {
+    fn default() -> Self {
+        IoUringOptions {
+            sqpoll: false,
+            sqpoll_idle: Duration::from_millis(1000),
+            single_issuer: true,
+        }
+    }
+}
+
+/// The setup flags an io_uring ring actually got (returned by [`probe_io_uring`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoUringFlags {
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19).
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0).
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1).
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_SQPOLL` (opt-in).
+    pub sqpoll: bool,
+}
+
+impl fmt::Display for IoUringFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SUBMIT_ALL")?;
+        for (on, name) in [
+            (self.coop_taskrun, "COOP_TASKRUN"),
+            (self.single_issuer, "SINGLE_ISSUER"),
+            (self.defer_taskrun, "DEFER_TASKRUN"),
+            (self.sqpoll, "SQPOLL"),
+        ] {
+            if on {
+                write!(f, "|{}", name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The environment variable of the forced-failure test hook (see the crate docs).
 pub const FORCE_FAIL_ENV: &str = "TICKWIRE_IO_FORCE_FAIL";
 
 /// The models [`Model::Auto`] tries, best first; the first that opens wins.
 fn auto_candidates() -> &'static [Model] {
-    // io_uring goes first on Linux once its backend lands (see docs/architecture.md).
     if cfg!(target_os = "linux") {
-        &[Model::Epoll]
+        &[Model::IoUring, Model::Epoll]
     } else if cfg!(unix) {
         &[Model::Select]
     } else {
@@ -460,6 +549,7 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
         Model::Blocking => blocking::Blocking::open(cfg)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(io_err),
+        Model::IoUring => open_io_uring(cfg, &IoUringOptions::default()),
         _ => Err(OpenError::Unsupported {
             model,
             reason: unsupported_reason(model),
@@ -469,9 +559,6 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
 
 fn unsupported_reason(model: Model) -> &'static str {
     match model {
-        Model::IoUring if cfg!(target_os = "linux") => {
-            "the io_uring backend is not implemented yet"
-        }
         Model::IoUring => "io_uring exists only on Linux",
         Model::Kqueue if cfg!(any(target_os = "macos", target_os = "freebsd")) => {
             "the kqueue backend is not implemented yet"
@@ -485,10 +572,83 @@ fn unsupported_reason(model: Model) -> &'static str {
     }
 }
 
-/// The concrete models [`open`] can open on this platform build (Linux: epoll, select,
-/// blocking), best first. [`Model::Auto`] is always accepted by [`open`] and is not listed.
+/// Opens the io_uring backend with extra options. Like [`open`]`(Model::IoUring, cfg)` (which
+/// uses `IoUringOptions::default()`): the `TICKWIRE_IO_FORCE_FAIL` hook, then
+/// [`probe_io_uring`]'s check with these options, then the real ring.
+pub fn open_io_uring(cfg: &Config, opts: &IoUringOptions) -> Result<Box<dyn Backend>, OpenError> {
+    let model = Model::IoUring;
+    forced_failure(model)?;
+    cfg.validate()
+        .map_err(|error| OpenError::Io { model, error })?;
+    #[cfg(target_os = "linux")]
+    {
+        let io_err = |error| OpenError::Io { model, error };
+        if *opts == IoUringOptions::default() {
+            cached_probe().map_err(io_err)?;
+        } else {
+            uring::probe(opts).map_err(io_err)?;
+        }
+        uring::IoUringBackend::open(cfg, opts)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map_err(io_err)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = opts;
+        Err(OpenError::Unsupported {
+            model,
+            reason: unsupported_reason(model),
+        })
+    }
+}
+
+/// Checks that io_uring really works here: sets up a small ring with the default
+/// [`IoUringOptions`], sends one datagram through it to its own loopback socket and waits (at
+/// most 200 ms) for the multishot receive to deliver it. Returns the setup flags the ring got,
+/// or why io_uring is unusable (the reason [`Model::Auto`] fell back to epoll, for the log).
+/// Honours `TICKWIRE_IO_FORCE_FAIL` like [`open`]. The probe itself runs once per process;
+/// later calls answer from its result.
+pub fn probe_io_uring() -> Result<IoUringFlags, OpenError> {
+    let model = Model::IoUring;
+    forced_failure(model)?;
+    #[cfg(target_os = "linux")]
+    {
+        cached_probe().map_err(|error| OpenError::Io { model, error })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(OpenError::Unsupported {
+            model,
+            reason: unsupported_reason(model),
+        })
+    }
+}
+
+/// The probe with default options runs once per process: every ring set up and torn down costs
+/// the calling thread an interruption (the kernel's ring-exit task work), and the answer does
+/// not change.
+#[cfg(target_os = "linux")]
+fn cached_probe() -> io::Result<IoUringFlags> {
+    static PROBE: std::sync::Mutex<Option<Result<IoUringFlags, (io::ErrorKind, String)>>> =
+        std::sync::Mutex::new(None);
+    let mut slot = PROBE.lock().unwrap_or_else(|e| e.into_inner());
+    let result = slot.get_or_insert_with(|| {
+        uring::probe(&IoUringOptions::default()).map_err(|e| (e.kind(), e.to_string()))
+    });
+    match result {
+        Ok(flags) => Ok(*flags),
+        Err((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+    }
+}
+
+/// The concrete models [`open`] can open on this platform build, best first (Linux: io_uring
+/// when [`probe_io_uring`] passes, epoll, select, blocking). [`Model::Auto`] is always accepted
+/// by [`open`] and is not listed.
 pub fn available_models() -> Vec<Model> {
-    let mut models = Vec::with_capacity(3);
+    let mut models = Vec::with_capacity(4);
+    if cfg!(target_os = "linux") && probe_io_uring().is_ok() {
+        models.push(Model::IoUring);
+    }
     if cfg!(target_os = "linux") {
         models.push(Model::Epoll);
     }
@@ -569,7 +729,11 @@ mod tests {
 
     #[test]
     fn unsupported_models_say_so() {
-        for m in [Model::IoUring, Model::Kqueue, Model::Iocp] {
+        let mut unsupported = vec![Model::Kqueue, Model::Iocp];
+        if !cfg!(target_os = "linux") {
+            unsupported.push(Model::IoUring);
+        }
+        for m in unsupported {
             match open(m, &Config::default()) {
                 Err(OpenError::Unsupported { model, reason }) => {
                     assert_eq!(model, m);
@@ -599,8 +763,22 @@ mod tests {
     }
 
     #[test]
-    fn auto_opens_the_first_candidate() {
+    fn auto_opens_the_first_candidate_that_works() {
         let io = open(Model::Auto, &Config::default()).unwrap();
-        assert_eq!(io.model(), auto_candidates()[0]);
+        let expected = if cfg!(target_os = "linux") {
+            match probe_io_uring() {
+                Ok(flags) => {
+                    eprintln!("io_uring ring flags: {}", flags);
+                    Model::IoUring
+                }
+                Err(e) => {
+                    eprintln!("io_uring probe failed: {}", e);
+                    Model::Epoll
+                }
+            }
+        } else {
+            auto_candidates()[0]
+        };
+        assert_eq!(io.model(), expected);
     }
 }
