@@ -78,8 +78,8 @@ use ::io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::epoll::EventFd;
 use crate::sys;
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats,
-    IoUringFlags, IoUringOptions, Model, PollReport, SendError, SocketId, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats, IoUringFlags,
+    IoUringOptions, Model, PollReport, SendError, SocketId, Waker,
 };
 
 /// The provided-buffer group of the receive ring (one ring per backend).
@@ -98,6 +98,9 @@ const SQ_MAX: usize = 32_768;
 const CQ_MAX: usize = 65_536;
 /// Size of the kernel's `struct io_uring_recvmsg_out`, which starts every receive buffer.
 const RECVMSG_OUT: usize = 16;
+/// The poll callback.
+type OnDatagram<'a> = dyn FnMut(SocketId, SocketAddr, &[u8]) + 'a;
+
 /// Receive CQEs in one reap that suggest the socket has more ready (see `poll`).
 const BURST_RUN: usize = 16;
 /// How long drop waits for the kernel to finish every request.
@@ -279,10 +282,7 @@ impl BufRing {
         // SAFETY: the buffer lies inside `bufs`; the kernel handed it to us with this CQE and
         // does not write it again until we `give` it back.
         unsafe {
-            std::slice::from_raw_parts(
-                self.bufs.ptr.add(bid * self.stride),
-                len.min(self.stride),
-            )
+            std::slice::from_raw_parts(self.bufs.ptr.add(bid * self.stride), len.min(self.stride))
         }
     }
 }
@@ -582,7 +582,11 @@ impl IoUringBackend {
             } else {
                 let ts = types::Timespec::from(left);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                let want = if self.flags.sqpoll { 1 } else { 1 + self.sq_sends };
+                let want = if self.flags.sqpoll {
+                    1
+                } else {
+                    1 + self.sq_sends
+                };
                 self.ring.submitter().submit_with_args(want, &args)
             };
             *waited += start.elapsed();
@@ -597,19 +601,19 @@ impl IoUringBackend {
                         return Ok(());
                     }
                 }
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ETIME) | Some(libc::EINTR) => {}
-                    // CQ overflow not flushed yet, or no memory for it: reap what is there.
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) => return Ok(()),
-                    Some(libc::EEXIST) => {
-                        return Err(io::Error::new(
+                Err(e) => {
+                    match e.raw_os_error() {
+                        Some(libc::ETIME) | Some(libc::EINTR) => {}
+                        // CQ overflow not flushed yet, or no memory for it: reap what is there.
+                        Some(libc::EBUSY) | Some(libc::EAGAIN) => return Ok(()),
+                        Some(libc::EEXIST) => return Err(io::Error::new(
                             io::ErrorKind::Other,
                             "io_uring ring used from a second thread (IORING_SETUP_SINGLE_ISSUER \
                              ties it to the thread that first polled or flushed it)",
-                        ))
+                        )),
+                        _ => return Err(e),
                     }
-                    _ => return Err(e),
-                },
+                }
             }
             match deadline {
                 Some(d) if Instant::now() < d => {}
@@ -626,7 +630,7 @@ impl IoUringBackend {
         budget: &mut usize,
         report: &mut PollReport,
         woke: &mut bool,
-        mut on_datagram: Option<&mut dyn FnMut(SocketId, SocketAddr, &[u8])>,
+        mut on_datagram: Option<&mut OnDatagram<'_>>,
     ) -> usize {
         let mut received = 0;
         self.scratch.clear();
@@ -1000,9 +1004,10 @@ mod tests {
         let end = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         while got.len() < want && Instant::now() < end {
-            io.poll(Instant::now() + Duration::from_millis(50), &mut |_, _, b| {
-                got.push(b.to_vec())
-            })
+            io.poll(
+                Instant::now() + Duration::from_millis(50),
+                &mut |_, _, b| got.push(b.to_vec()),
+            )
             .unwrap();
         }
         got
@@ -1072,9 +1077,10 @@ mod tests {
         let mut seqs = Vec::new();
         let take = |io: &mut IoUringBackend, seqs: &mut Vec<u32>| {
             let report = io
-                .poll(Instant::now() + Duration::from_millis(20), &mut |_, _, b| {
-                    seqs.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                })
+                .poll(
+                    Instant::now() + Duration::from_millis(20),
+                    &mut |_, _, b| seqs.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                )
                 .unwrap();
             assert!(report.datagrams <= 32);
         };

@@ -117,12 +117,12 @@ mod sys;
 mod blocking;
 #[cfg(target_os = "linux")]
 mod epoll;
-#[cfg(target_os = "linux")]
-#[path = "io_uring.rs"]
-mod uring;
 #[cfg(unix)]
 mod select;
 mod slab;
+#[cfg(target_os = "linux")]
+#[path = "io_uring.rs"]
+mod uring;
 
 /// Identifies one socket of a backend: its index in the backend's socket set, in bind order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -8,8 +8,8 @@ use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{localhost, models, open_model, recv_n};
-use tickwire_io::{Config, SendError, SocketId};
+use common::{localhost, models, open_model, push_out, recv_n};
+use tickwire_io::{Config, Model, SendError, SocketId};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -27,6 +27,7 @@ fn echo_roundtrip_between_two_backends() {
         client.send(c, s_addr, b"ping").unwrap();
         let flushed = client.flush().unwrap();
         assert_eq!((flushed.sent, flushed.failed), (1, 0), "{}", model);
+        push_out(&mut *client);
 
         let got = recv_n(&mut *server, 1, PATIENCE);
         assert_eq!(got, vec![(s, c_addr, b"ping".to_vec())], "{}", model);
@@ -35,6 +36,7 @@ fn echo_roundtrip_between_two_backends() {
         let peer = got[0].1;
         server.send(s, peer, &got[0].2).unwrap();
         assert_eq!(server.flush().unwrap().sent, 1, "{}", model);
+        push_out(&mut *server);
         let back = recv_n(&mut *client, 1, PATIENCE);
         assert_eq!(back, vec![(c, s_addr, b"ping".to_vec())], "{}", model);
 
@@ -169,8 +171,9 @@ fn many_sockets_in_one_backend_keep_their_ids() {
         for i in [0, SOCKETS - 1] {
             io.send(SocketId(i), probe_addr, b"from").unwrap();
             assert_eq!(io.flush().unwrap().sent, 1, "{}", model);
+            push_out(&mut *io);
             let mut buf = [0u8; 16];
-            let (n, from) = probe.recv_from(&mut buf).unwrap();
+            let (n, from) = common::recv_from_retrying(&probe, &mut buf);
             assert_eq!(
                 (&buf[..n], from),
                 (&b"from"[..], addrs[i as usize]),
@@ -248,7 +251,15 @@ fn deadline_is_honoured_on_an_idle_socket() {
             model,
             deadline - now
         );
-        assert!(now - deadline < Duration::from_secs(1), "{}", model);
+        // The target is "within a millisecond"; the bound is generous for noisy machines.
+        let late = now - deadline;
+        eprintln!("{}: poll returned {:?} after its deadline", model, late);
+        assert!(
+            late < Duration::from_millis(50),
+            "{}: {:?} late",
+            model,
+            late
+        );
         assert_eq!(report.events, 0, "{}", model);
         assert!(report.waited > Duration::ZERO, "{}: {:?}", model, report);
 
@@ -321,5 +332,132 @@ fn ipv6_loopback_works_when_the_host_has_it() {
         assert_eq!(io.flush().unwrap().sent, 1, "{}", model);
         let got = recv_n(&mut *io, 1, PATIENCE);
         assert_eq!(got, vec![(b, a_addr, b"v6".to_vec())], "{}", model);
+    }
+}
+
+/// Many peers sending to one socket: every datagram arrives with its own source address.
+#[test]
+fn many_peers_to_one_socket() {
+    const PEERS: usize = 64;
+    for model in models() {
+        let mut io = open_model(model, &Config::default());
+        let id = io.bind(localhost()).unwrap();
+        let addr = io.local_addr(id).unwrap();
+        let peers: Vec<UdpSocket> = (0..PEERS)
+            .map(|_| UdpSocket::bind(localhost()).unwrap())
+            .collect();
+        for (i, p) in peers.iter().enumerate() {
+            p.send_to(&(i as u32).to_le_bytes(), addr).unwrap();
+        }
+        let got = recv_n(&mut *io, PEERS, PATIENCE);
+        assert_eq!(got.len(), PEERS, "{}", model);
+        let mut seen = HashSet::new();
+        for (sock, from, bytes) in &got {
+            assert_eq!(*sock, id, "{}", model);
+            let i = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            assert_eq!(*from, peers[i].local_addr().unwrap(), "{}", model);
+            assert!(seen.insert(i), "{}: peer {} twice", model, i);
+        }
+        // Replies reach each peer.
+        for (i, p) in peers.iter().enumerate().take(8) {
+            io.send(id, p.local_addr().unwrap(), &[i as u8]).unwrap();
+        }
+        io.flush().unwrap();
+        push_out(&mut *io);
+        for (i, p) in peers.iter().enumerate().take(8) {
+            p.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut buf = [0u8; 4];
+            let (n, from) = common::recv_from_retrying(p, &mut buf);
+            assert_eq!((&buf[..n], from), (&[i as u8][..], addr), "{}", model);
+        }
+    }
+}
+
+/// A burst of several times the io_uring buffer ring (1024 buffers for max_events 64), sent in
+/// rounds the socket buffer can hold while polls take at most the budget: nothing is lost, in
+/// order, and the socket still receives afterwards (the multishot receive was re-armed).
+#[test]
+fn burst_beyond_the_receive_ring_loses_nothing() {
+    const BUDGET: usize = 64;
+    const ROUNDS: u32 = 48;
+    const PER_ROUND: u32 = 64;
+    for model in models() {
+        let cfg = Config {
+            max_events: BUDGET,
+            ..Config::default()
+        };
+        let mut io = open_model(model, &cfg);
+        let id = io.bind(localhost()).unwrap();
+        let addr = io.local_addr(id).unwrap();
+        io.poll(Instant::now(), &mut |_, _, _| {}).unwrap();
+        let sender = UdpSocket::bind(localhost()).unwrap();
+        let mut got: Vec<u32> = Vec::new();
+        let take = |io: &mut dyn tickwire_io::Backend, got: &mut Vec<u32>| {
+            let deadline = Instant::now() + Duration::from_millis(20);
+            let report = io
+                .poll(deadline, &mut |_, _, b| {
+                    got.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                })
+                .unwrap();
+            assert!(report.datagrams <= BUDGET, "{}: {:?}", model, report);
+        };
+        for round in 0..ROUNDS {
+            for seq in round * PER_ROUND..(round + 1) * PER_ROUND {
+                sender.send_to(&seq.to_le_bytes(), addr).unwrap();
+            }
+            take(&mut *io, &mut got);
+        }
+        let total = ROUNDS * PER_ROUND;
+        let end = Instant::now() + PATIENCE;
+        while got.len() < total as usize && Instant::now() < end {
+            take(&mut *io, &mut got);
+        }
+        assert_eq!(
+            got,
+            (0..total).collect::<Vec<u32>>(),
+            "{}: lost or reordered",
+            model
+        );
+        sender.send_to(b"late", addr).unwrap();
+        let late = recv_n(&mut *io, 1, PATIENCE);
+        assert_eq!(late.len(), 1, "{}: socket deaf after the burst", model);
+        assert_eq!(io.stats().recv_errors, 0, "{}", model);
+    }
+}
+
+/// A tick's worth of sends flushed and then one poll: they all arrive (on io_uring they are
+/// submitted by that poll's single io_uring_enter).
+#[test]
+fn sends_flushed_before_a_poll_all_arrive() {
+    for model in models() {
+        let mut io = open_model(model, &Config::default());
+        let a = io.bind(localhost()).unwrap();
+        let b = io.bind(localhost()).unwrap();
+        let b_addr = io.local_addr(b).unwrap();
+        for i in 0..200u32 {
+            io.send(a, b_addr, &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(io.flush().unwrap().sent, 200, "{}", model);
+        let got = recv_n(&mut *io, 200, PATIENCE);
+        let seqs: Vec<u32> = got
+            .iter()
+            .map(|g| u32::from_le_bytes([g.2[0], g.2[1], g.2[2], g.2[3]]))
+            .collect();
+        assert_eq!(seqs, (0..200).collect::<Vec<u32>>(), "{}", model);
+        assert_eq!(io.stats().send_errors, 0, "{}", model);
+    }
+}
+
+#[test]
+fn io_uring_is_listed_when_its_probe_passes() {
+    match tickwire_io::probe_io_uring() {
+        Ok(flags) => {
+            eprintln!("io_uring ring flags on this kernel: {}", flags);
+            assert_eq!(models()[0], Model::IoUring);
+        }
+        Err(e) => {
+            eprintln!("io_uring unavailable: {}", e);
+            assert!(!models().contains(&Model::IoUring));
+        }
     }
 }

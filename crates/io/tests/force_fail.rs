@@ -43,6 +43,27 @@ fn forced_models_fail_with_permission_denied() {
     if let Some(&other) = models.get(1) {
         assert_eq!(open(other, &Config::default()).unwrap().model(), other);
     }
+    // io_uring: the probe and open fail alike, and Auto falls back to epoll.
+    if cfg!(target_os = "linux") {
+        std::env::set_var(FORCE_FAIL_ENV, "io_uring");
+        let err = tickwire_io::probe_io_uring().err().unwrap();
+        assert_eq!(err.model(), Model::IoUring);
+        assert!(err.to_string().contains(FORCE_FAIL_ENV), "{}", err);
+        match open(Model::IoUring, &Config::default()) {
+            Err(OpenError::Io { error, .. }) => {
+                assert_eq!(error.kind(), io::ErrorKind::PermissionDenied)
+            }
+            other => panic!(
+                "io_uring opened despite the hook: {:?}",
+                other.map(|b| b.model())
+            ),
+        }
+        assert_eq!(
+            open(Model::Auto, &Config::default()).unwrap().model(),
+            Model::Epoll
+        );
+        assert!(!tickwire_io::available_models().contains(&Model::IoUring));
+    }
     std::env::set_var(FORCE_FAIL_ENV, "auto");
     assert_eq!(
         open(Model::Auto, &Config::default()).err().unwrap().model(),

@@ -2,7 +2,8 @@
 //! platform build can open.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tickwire_io::{available_models, open, Backend, Config, Model, SocketId};
@@ -46,4 +47,23 @@ pub fn recv_n(io: &mut dyn Backend, want: usize, within: Duration) -> Vec<Got> {
         .unwrap();
     }
     got
+}
+
+/// After a flush, makes sure the datagrams left: io_uring submits flushed sends with the next
+/// poll's io_uring_enter, so a caller that does not poll that backend again polls once without
+/// blocking. (A no-op wait for the other backends.) Nothing is expected to arrive.
+pub fn push_out(io: &mut dyn Backend) {
+    io.poll(Instant::now(), &mut |_, _, _| panic!("unexpected datagram"))
+        .unwrap();
+}
+
+/// `recv_from` on a std socket with a read timeout, retried on EINTR: tearing down an io_uring
+/// ring makes the kernel interrupt the thread's next blocking call once.
+pub fn recv_from_retrying(socket: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    loop {
+        match socket.recv_from(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.unwrap(),
+        }
+    }
 }
