@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and tests tickwire-io with Debian's Rust 1.63 (the crate's MSRV) against libc 0.2.183,
-# the newest libc that builds on 1.63 (the workspace lock may hold a newer one). Manual check,
+# the newest libc that builds on 1.63 (the workspace lock may hold a newer one), and io-uring
+# 0.7.x (rust-version 1.63; its bitflags/cfg-if resolve MSRV-aware). Manual check,
 # not part of .ci/run. Needs root for apt (first run ~15 s of installs); everything else is
 # written under /tmp/tw-io-msrv*.
 set -euo pipefail
@@ -22,6 +23,9 @@ rust-version = "1.63"
 
 [dependencies]
 libc = "0.2"
+
+[target.'cfg(target_os = "linux")'.dependencies]
+io-uring = "0.7"
 
 [workspace]
 TOML
