@@ -1,0 +1,647 @@
+//! A client for the Agones SDK sidecar, over its REST gateway on
+//! `127.0.0.1:$AGONES_SDK_HTTP_PORT` (default 9358).
+//!
+//! Routes used (Agones SDK REST API; bodies are JSON):
+//!
+//! | call | route | body |
+//! |---|---|---|
+//! | Ready | `POST /ready` | `{}` |
+//! | Health | `POST /health` | `{}` |
+//! | Shutdown | `POST /shutdown` | `{}` |
+//! | UpdateCounter (Beta, CountsAndLists) | `PATCH /v1beta1/counters/{name}` | `{"count":"N"}` (int64 as a string, protobuf JSON) |
+//!
+//! Every request runs on one background thread (`agones`), never on the tick loop: the
+//! loop's calls ([`Agones::ready`], [`Agones::set_players`], [`Agones::shutdown`]) only store
+//! atomics and `try_send` on a one-slot wake-up channel, so they never block. Everything is
+//! bounded: each request has short connect/read/write timeouts and a response size cap,
+//! retries back off (250 ms doubling to 5 s), Shutdown is given up after a few seconds, and
+//! [`Agones::stop`] waits a bounded time for the thread.
+//!
+//! Behaviour, as the sidecar expects it:
+//! * Ready is retried until it succeeds: the sidecar may start after the server.
+//! * Health is pinged every `health_interval`, but only while `is_live()` returns true, so a
+//!   stuck tick loop stops the pings and the GameServer's health check marks it Unhealthy.
+//! * The `players` Counter is set to the latest value given to [`Agones::set_players`]
+//!   whenever it changed (latest wins; intermediate values may be skipped). Connection errors
+//!   and 5xx answers are retried; a 4xx (no such Counter, count above capacity, feature gate
+//!   off) is logged and that value dropped until the count changes again.
+//! * Shutdown is sent last (after one final attempt at a pending Counter update), retried a
+//!   few times within a bounded budget, and then the thread exits.
+//!
+//! Self-contained on purpose (std + tracing only): liveness comes in as a closure rather than
+//! the admin module's `Health`, so the module can be tested on its own.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The environment variable Agones sets to the sidecar's REST port.
+pub const PORT_ENV: &str = "AGONES_SDK_HTTP_PORT";
+/// The sidecar's REST port when [`PORT_ENV`] is unset.
+pub const DEFAULT_PORT: u16 = 9358;
+/// The Counter kept equal to the connected players (GameServer `spec.counters.players`).
+pub const DEFAULT_COUNTER: &str = "players";
+
+/// First retry delay (Ready, Counter, Shutdown); doubles after each failure.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Most Shutdown attempts.
+const SHUTDOWN_ATTEMPTS: u32 = 5;
+/// Shutdown retries stop once this much time has passed since it was asked for.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
+/// TCP connect timeout (the sidecar is on loopback: it answers at once or not at all).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Read and write timeout of one request.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest response read; the rest is ignored.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// How long [`Agones::stop`] waits for the thread: the Shutdown budget plus one request.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+/// `players` value meaning "never set".
+const UNSET: u64 = u64::MAX;
+/// Log a repeated failure at `warn` once per this many attempts (the others at `debug`).
+const WARN_EVERY: u32 = 10;
+
+/// Where and how to talk to the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgonesOptions {
+    /// The sidecar's REST port on 127.0.0.1.
+    pub port: u16,
+    /// Time between Health pings (`agones.health_interval_secs`).
+    pub health_interval: Duration,
+    /// The Counter set to the player count (`"players"`).
+    pub counter: String,
+}
+
+impl AgonesOptions {
+    /// Port from [`PORT_ENV`] (or [`DEFAULT_PORT`]), Counter [`DEFAULT_COUNTER`].
+    pub fn from_env(health_interval: Duration) -> Self {
+        let value = std::env::var(PORT_ENV).ok();
+        let port = port_from(value.as_deref());
+        if let Some(v) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+            if v.trim().parse::<u16>().ok() != Some(port) {
+                tracing::warn!(
+                    "{PORT_ENV} = {v:?} is not a port number; using {DEFAULT_PORT} for the \
+                     Agones SDK"
+                );
+            }
+        }
+        AgonesOptions {
+            port,
+            health_interval,
+            counter: DEFAULT_COUNTER.to_owned(),
+        }
+    }
+}
+
+/// The sidecar port named by `value` (the content of [`PORT_ENV`]): a non-zero u16, else
+/// [`DEFAULT_PORT`].
+pub fn port_from(value: Option<&str>) -> u16 {
+    value
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|&p| p != 0)
+        .unwrap_or(DEFAULT_PORT)
+}
+
+/// State shared between the handle and the thread. Written by the tick loop with atomics only.
+struct Shared {
+    /// Incremented by each [`Agones::ready`]; the thread sends Ready until it has caught up.
+    ready_wanted: AtomicU64,
+    /// Latest player count ([`UNSET`] before the first [`Agones::set_players`]).
+    players: AtomicU64,
+    /// [`Agones::shutdown`] was called.
+    shutdown: AtomicBool,
+    /// [`Agones::stop`] was called or the handle dropped: exit after the current request
+    /// (a Shutdown in progress is finished first).
+    stop: AtomicBool,
+}
+
+/// Handle to the Agones SDK thread. Its methods never block (except [`Agones::stop`]).
+pub struct Agones {
+    shared: Arc<Shared>,
+    wake: SyncSender<()>,
+    done: Option<Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agones {
+    /// Starts the background thread. `is_live` is polled (on that thread) before every Health
+    /// ping: pings are sent only while it returns true, so a stuck tick loop makes the sidecar
+    /// mark the GameServer Unhealthy.
+    pub fn start(opts: AgonesOptions, is_live: Box<dyn Fn() -> bool + Send>) -> Agones {
+        let shared = Arc::new(Shared {
+            ready_wanted: AtomicU64::new(0),
+            players: AtomicU64::new(UNSET),
+            shutdown: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let (wake, woken) = mpsc::sync_channel(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        tracing::info!(
+            sdk = %format_args!("127.0.0.1:{}", opts.port),
+            health_interval_ms = opts.health_interval.as_millis() as u64,
+            counter = %opts.counter,
+            "agones: SDK client started"
+        );
+        let worker = Worker::new(opts, is_live, Arc::clone(&shared), woken);
+        let thread = std::thread::Builder::new()
+            .name("agones".to_owned())
+            .spawn(move || {
+                worker.run();
+                let _ = done_tx.try_send(());
+            });
+        let (thread, done) = match thread {
+            Ok(t) => (Some(t), Some(done)),
+            Err(e) => {
+                tracing::error!(error = %e, "agones: cannot start the SDK thread; Agones is off");
+                (None, None)
+            }
+        };
+        Agones {
+            shared,
+            wake,
+            done,
+            thread,
+        }
+    }
+
+    /// Asks for `POST /ready`, retried with backoff (250 ms doubling to 5 s) until it succeeds.
+    /// Calling it again (e.g. to go back to Ready after an allocation) sends Ready again.
+    pub fn ready(&self) {
+        self.shared.ready_wanted.fetch_add(1, Ordering::Relaxed);
+        self.poke();
+    }
+
+    /// Records the player count; the thread sets the Counter to it when it changed (latest
+    /// wins). Cheap enough to call every tick: a store, and a wake-up only on change.
+    pub fn set_players(&self, n: u64) {
+        let n = n.min(i64::MAX as u64);
+        if self.shared.players.swap(n, Ordering::Relaxed) != n {
+            self.poke();
+        }
+    }
+
+    /// Asks for `POST /shutdown` (after a final attempt at a pending Counter update), retried
+    /// a few times within a bounded budget; then the thread exits. Health pings stop.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        self.poke();
+    }
+
+    /// Stops the thread and waits for it (bounded: a Shutdown in progress may take a few
+    /// seconds; beyond that the thread is left to finish on its own, with a warning).
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.poke();
+        let (Some(done), Some(thread)) = (self.done.take(), self.thread.take()) else {
+            return;
+        };
+        match done.recv_timeout(STOP_WAIT) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+            }
+            Err(RecvTimeoutError::Timeout) => tracing::warn!(
+                waited_ms = STOP_WAIT.as_millis() as u64,
+                "agones: SDK thread still busy; not waiting for it"
+            ),
+        }
+    }
+
+    /// Wakes the thread without blocking (a pending wake-up is enough).
+    fn poke(&self) {
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+        }
+    }
+}
+
+impl Drop for Agones {
+    fn drop(&mut self) {
+        // Dropped without stop(): let the thread end on its own; never block here.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.poke();
+    }
+}
+
+/// Retry schedule of one kind of request.
+#[derive(Debug)]
+struct Retry {
+    /// Earliest next attempt.
+    at: Instant,
+    /// Delay after the next failure.
+    delay: Duration,
+    /// Failures in a row.
+    failures: u32,
+}
+
+impl Retry {
+    fn new(now: Instant) -> Self {
+        Retry {
+            at: now,
+            delay: BACKOFF_START,
+            failures: 0,
+        }
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures += 1;
+        self.at = now + self.delay;
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+    }
+
+    fn succeeded(&mut self, now: Instant) {
+        *self = Retry::new(now);
+    }
+
+    /// Whether this failure is worth a `warn` (the first, then one in [`WARN_EVERY`]).
+    fn loud(&self) -> bool {
+        self.failures % WARN_EVERY == 1
+    }
+}
+
+/// The thread's state.
+struct Worker {
+    addr: SocketAddr,
+    opts: AgonesOptions,
+    counter_path: String,
+    is_live: Box<dyn Fn() -> bool + Send>,
+    shared: Arc<Shared>,
+    woken: Receiver<()>,
+    /// Ready requests already satisfied.
+    ready_done: u64,
+    ready_retry: Retry,
+    /// The count the Counter holds (or that was refused with a 4xx), if any.
+    counter_sent: Option<u64>,
+    counter_retry: Retry,
+    next_health: Instant,
+    health_failures: u32,
+    /// Whether the last liveness check said live (to log transitions once).
+    was_live: bool,
+}
+
+/// The outcome of one request.
+enum Outcome {
+    /// 2xx.
+    Ok,
+    /// Worth retrying: no connection, timeout, 5xx, garbage.
+    Retry(String),
+    /// A 4xx: retrying the same request will not help.
+    Refused(String),
+}
+
+impl Worker {
+    fn new(
+        opts: AgonesOptions,
+        is_live: Box<dyn Fn() -> bool + Send>,
+        shared: Arc<Shared>,
+        woken: Receiver<()>,
+    ) -> Self {
+        let now = Instant::now();
+        // A zero interval would spin; the config allows 1..=60 s anyway.
+        let opts = AgonesOptions {
+            health_interval: opts.health_interval.max(Duration::from_millis(10)),
+            ..opts
+        };
+        Worker {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port)),
+            counter_path: format!("/v1beta1/counters/{}", percent_encode(&opts.counter)),
+            opts,
+            is_live,
+            shared,
+            woken,
+            ready_done: 0,
+            ready_retry: Retry::new(now),
+            counter_sent: None,
+            counter_retry: Retry::new(now),
+            next_health: now,
+            health_failures: 0,
+            was_live: true,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                self.finish();
+                return;
+            }
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            self.ready_step(now);
+            self.counter_step(now);
+            self.health_step(now);
+
+            // Sleep until the next thing is due, or a call from the loop wakes us.
+            let now = Instant::now();
+            let mut due = self.next_health;
+            if self.ready_pending() {
+                due = due.min(self.ready_retry.at);
+            }
+            if self.counter_pending().is_some() {
+                due = due.min(self.counter_retry.at);
+            }
+            match self.woken.recv_timeout(due.saturating_duration_since(now)) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                // The handle is gone (dropped): nothing more will be asked.
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn ready_pending(&self) -> bool {
+        self.shared.ready_wanted.load(Ordering::Relaxed) > self.ready_done
+    }
+
+    /// The count to send, if it differs from what the Counter holds.
+    fn counter_pending(&self) -> Option<u64> {
+        let n = self.shared.players.load(Ordering::Relaxed);
+        (n != UNSET && self.counter_sent != Some(n)).then_some(n)
+    }
+
+    fn ready_step(&mut self, now: Instant) {
+        if !self.ready_pending() || now < self.ready_retry.at {
+            return;
+        }
+        let wanted = self.shared.ready_wanted.load(Ordering::Relaxed);
+        match self.request("POST", "/ready", "{}") {
+            Outcome::Ok => {
+                self.ready_done = wanted;
+                tracing::info!(
+                    attempts = self.ready_retry.failures + 1,
+                    "agones: Ready (the GameServer can be allocated)"
+                );
+                self.ready_retry.succeeded(now);
+            }
+            Outcome::Retry(why) | Outcome::Refused(why) => {
+                self.ready_retry.failed(Instant::now());
+                let retry_ms = self
+                    .ready_retry
+                    .at
+                    .saturating_duration_since(now)
+                    .as_millis();
+                if self.ready_retry.loud() {
+                    tracing::warn!(
+                        error = %why,
+                        attempts = self.ready_retry.failures,
+                        retry_in_ms = retry_ms as u64,
+                        "agones: Ready failed (is the SDK sidecar up?); retrying"
+                    );
+                } else {
+                    tracing::debug!(error = %why, attempts = self.ready_retry.failures,
+                        "agones: Ready failed; retrying");
+                }
+            }
+        }
+    }
+
+    fn counter_step(&mut self, now: Instant) {
+        let Some(n) = self.counter_pending() else {
+            return;
+        };
+        if now < self.counter_retry.at {
+            return;
+        }
+        let body = format!("{{\"count\":\"{n}\"}}");
+        let path = self.counter_path.clone();
+        match self.request("PATCH", &path, &body) {
+            Outcome::Ok => {
+                tracing::debug!(counter = %self.opts.counter, count = n, "agones: Counter set");
+                self.counter_sent = Some(n);
+                self.counter_retry.succeeded(now);
+            }
+            Outcome::Refused(why) => {
+                tracing::warn!(
+                    counter = %self.opts.counter,
+                    count = n,
+                    error = %why,
+                    "agones: Counter update refused (does the GameServer declare \
+                     spec.counters.{}, with room for this count, and is the CountsAndLists \
+                     feature on?); trying again when the count changes",
+                    self.opts.counter
+                );
+                self.counter_sent = Some(n);
+                self.counter_retry.succeeded(now);
+            }
+            Outcome::Retry(why) => {
+                self.counter_retry.failed(Instant::now());
+                if self.counter_retry.loud() {
+                    tracing::warn!(counter = %self.opts.counter, count = n, error = %why,
+                        attempts = self.counter_retry.failures,
+                        "agones: Counter update failed; retrying");
+                } else {
+                    tracing::debug!(error = %why, "agones: Counter update failed; retrying");
+                }
+            }
+        }
+    }
+
+    fn health_step(&mut self, now: Instant) {
+        if now < self.next_health {
+            return;
+        }
+        // Keep the cadence anchored to the schedule, but never run catch-up pings.
+        self.next_health += self.opts.health_interval;
+        if self.next_health <= now {
+            self.next_health = now + self.opts.health_interval;
+        }
+        let live = (self.is_live)();
+        if live != self.was_live {
+            if live {
+                tracing::info!("agones: tick loop advancing again; Health pings resume");
+            } else {
+                tracing::warn!("agones: tick loop stalled; Health pings paused");
+            }
+            self.was_live = live;
+        }
+        if !live {
+            return;
+        }
+        match self.request("POST", "/health", "{}") {
+            Outcome::Ok => {
+                if self.health_failures > 0 {
+                    tracing::info!(
+                        failed = self.health_failures,
+                        "agones: Health pings reach the sidecar again"
+                    );
+                }
+                self.health_failures = 0;
+            }
+            Outcome::Retry(why) | Outcome::Refused(why) => {
+                self.health_failures += 1;
+                if self.health_failures % WARN_EVERY == 1 {
+                    tracing::warn!(error = %why, failed = self.health_failures,
+                        "agones: Health ping failed");
+                } else {
+                    tracing::debug!(error = %why, "agones: Health ping failed");
+                }
+            }
+        }
+    }
+
+    /// Shutdown: one last Counter update if one is pending, then `POST /shutdown`, bounded.
+    fn finish(&mut self) {
+        let start = Instant::now();
+        if self.counter_pending().is_some() {
+            self.counter_retry.at = start;
+            self.counter_step(start);
+        }
+        let mut delay = BACKOFF_START;
+        for attempt in 1..=SHUTDOWN_ATTEMPTS {
+            match self.request("POST", "/shutdown", "{}") {
+                Outcome::Ok => {
+                    tracing::info!(attempts = attempt, "agones: Shutdown sent");
+                    return;
+                }
+                Outcome::Retry(why) | Outcome::Refused(why) => {
+                    let spent = start.elapsed();
+                    if attempt == SHUTDOWN_ATTEMPTS || spent + delay > SHUTDOWN_BUDGET {
+                        tracing::warn!(error = %why, attempts = attempt,
+                            "agones: Shutdown failed; giving up");
+                        return;
+                    }
+                    tracing::debug!(error = %why, attempts = attempt,
+                        "agones: Shutdown failed; retrying");
+                    // Sleep, but a stop() does not cut a Shutdown short: it is the last word.
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One HTTP/1.1 request with `Connection: close`, bounded in time and size.
+    fn request(&self, method: &str, path: &str, body: &str) -> Outcome {
+        match http(self.addr, method, path, body) {
+            Ok(status) if (200..300).contains(&status) => Outcome::Ok,
+            Ok(status) if (400..500).contains(&status) => {
+                Outcome::Refused(format!("{method} {path}: HTTP {status}"))
+            }
+            Ok(status) => Outcome::Retry(format!("{method} {path}: HTTP {status}")),
+            Err(e) => Outcome::Retry(format!("{method} {path}: {e}")),
+        }
+    }
+}
+
+/// Sends one request and returns the response status. The body is read (up to
+/// [`MAX_RESPONSE`]) so the server is not reset mid-answer, then ignored.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method != "GET" {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes())?;
+    stream.flush()?;
+
+    // Read the head, then as much of the body as Content-Length says (or to EOF).
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let (head_end, status, length) = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let (status, length) = parse_head(&buf[..end]).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response head")
+            })?;
+            break (end + 4, status, length);
+        }
+        if buf.len() > MAX_RESPONSE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "HTTP response head too large",
+            ));
+        }
+    };
+    let want = length.map_or(MAX_RESPONSE, |l| l.min(MAX_RESPONSE));
+    let mut have = buf.len() - head_end;
+    while have < want {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            // The status is known; a slow or cut body does not change it.
+            Err(_) => break,
+        }
+    }
+    Ok(status)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `HTTP/1.x NNN ...` status and the Content-Length header, if any.
+fn parse_head(head: &[u8]) -> Option<(u16, Option<usize>)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let mut parts = status_line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok());
+    Some((status, length))
+}
+
+/// Percent-encodes a path segment (Counter names are normally plain `[a-z0-9-]`).
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_values() {
+        assert_eq!(port_from(None), DEFAULT_PORT);
+        assert_eq!(port_from(Some("")), DEFAULT_PORT);
+        assert_eq!(port_from(Some("0")), DEFAULT_PORT);
+        assert_eq!(port_from(Some("http")), DEFAULT_PORT);
+        assert_eq!(port_from(Some("70000")), DEFAULT_PORT);
+        assert_eq!(port_from(Some(" 59358 ")), 59358);
+    }
+
+    #[test]
+    fn heads_and_paths() {
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX: y"),
+            Some((200, Some(12)))
+        );
+        assert_eq!(parse_head(b"HTTP/1.0 503 Busy"), Some((503, None)));
+        assert_eq!(parse_head(b"SSH-2.0-x"), None);
+        assert_eq!(parse_head(b"HTTP/1.1 abc"), None);
+        assert_eq!(percent_encode("players"), "players");
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+}
