@@ -127,7 +127,6 @@ impl ServerConfig {
     /// `drain_grace_secs` as a `Duration`: on the first SIGTERM/SIGINT the server stops
     /// accepting players, tells connected clients it is draining and waits up to this long for
     /// them to leave before telling the rest and exiting 0. Zero: tell everyone and exit at once.
-    #[allow(dead_code)] // until `serve` (main.rs) passes it on
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs(u64::from(self.drain_grace_secs))
     }
@@ -224,7 +223,6 @@ pub struct AgonesConfig {
 
 impl AgonesConfig {
     /// `health_interval_secs` as a `Duration`.
-    #[allow(dead_code)] // until `serve` (main.rs) passes it on
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(u64::from(self.health_interval_secs))
     }

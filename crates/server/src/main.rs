@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod agones;
 mod cli;
 mod config;
 mod keyfile;
@@ -100,6 +101,15 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
             ..tickwire_sim::WorldConfig::for_players(cfg.server.max_players, cfg.world.seed)
         },
         snapshot_max_entities: cfg.snapshot.max_entities,
+        query: match cfg.query.enabled {
+            true => Some(tickwire_core::QueryConfig {
+                name: cfg.server.name.clone(),
+                port: cfg.server.advertised_addr(bound).port(),
+                secret: random_u64()?,
+                rules: Vec::new(),
+            }),
+            false => None,
+        },
     });
     tracing::info!(
         game_addr = %bound,
@@ -111,6 +121,21 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         "serving"
     );
 
+    // Agones: Health pings while the loop ticks, Ready now (retried until the sidecar answers).
+    let agones = cfg.agones.enabled.then(|| {
+        if let Some(origin @ config::Origin::Env(_)) = cfg.origins.get("agones.enabled") {
+            tracing::info!("agones.enabled: set by {origin} (running in an Agones GameServer)");
+        }
+        let live = Arc::clone(&health);
+        let agones = agones::Agones::start(
+            agones::AgonesOptions::from_env(cfg.agones.health_interval()),
+            Box::new(move || live.is_live(std::time::Instant::now())),
+        );
+        agones.set_players(0);
+        agones.ready();
+        agones
+    });
+
     let summary = run::run(run::RunParams {
         backend,
         sock,
@@ -119,7 +144,9 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         timeout: cfg.io.timeout(),
         max_events: cfg.io.max_events,
         shutdown,
+        drain_grace: cfg.server.drain_grace(),
         health,
+        agones,
     })?;
     tracing::info!(
         ticks = summary.ticks,
@@ -130,6 +157,13 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         admin.shutdown();
     }
     Ok(())
+}
+
+/// A random u64 from the OS (the A2S challenge secret).
+fn random_u64() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Opens the configured I/O model: one attempt, then the configured fallback, logging why.
@@ -143,11 +177,18 @@ fn open_backend(cfg: &config::Config) -> anyhow::Result<Box<dyn Backend>> {
     match tickwire_io::open(model, &io_cfg) {
         Ok(backend) => {
             if model == Model::Auto {
-                tracing::info!(
-                    backend = backend.model().as_str(),
-                    "io.model = auto chose {}; io_uring is not in this build yet",
-                    backend.model()
-                );
+                match tickwire_io::probe_io_uring() {
+                    Ok(flags) => tracing::info!(
+                        backend = backend.model().as_str(),
+                        "io.model = auto chose {} (io_uring ring flags {flags})",
+                        backend.model()
+                    ),
+                    Err(why) => tracing::info!(
+                        backend = backend.model().as_str(),
+                        "io.model = auto chose {}: {why}",
+                        backend.model()
+                    ),
+                }
             } else {
                 tracing::info!(backend = backend.model().as_str(), "io backend ready");
             }

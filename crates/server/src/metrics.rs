@@ -60,6 +60,9 @@ pub const DISCONNECTS: &str = "disconnects_total";
 /// per client per tick).
 pub const SNAPSHOT_BYTES_TOTAL: &str = "snapshot_bytes_total";
 /// Counter: snapshots sent (one per connected client per tick).
+/// Counter: A2S server queries answered (challenges and full replies).
+pub const QUERIES_ANSWERED: &str = "a2s_queries_answered_total";
+/// Counter: snapshots sent to clients.
 pub const SNAPSHOTS_SENT: &str = "snapshots_sent_total";
 /// Gauge (always 1), labels `version`, `backend`.
 pub const BUILD_INFO: &str = "build_info";
@@ -206,6 +209,11 @@ pub fn describe_all() {
         SNAPSHOT_BYTES_TOTAL,
         Unit::Bytes,
         "Snapshot payload bytes sent"
+    );
+    describe_counter!(
+        QUERIES_ANSWERED,
+        Unit::Count,
+        "A2S server queries answered (challenge or full reply)"
     );
     describe_counter!(SNAPSHOTS_SENT, Unit::Count, "Snapshots sent to clients");
     describe_gauge!(

@@ -9,6 +9,11 @@
 //! deadline has already passed, the missed deadlines are counted as overruns and the loop
 //! skips ahead to the next deadline in the future (docs/architecture.md says why).
 //!
+//! Stopping: on SIGTERM/SIGINT with a drain grace, the server stops accepting players (they
+//! are denied, counted as `draining`), sends connected clients `Bye { Draining }`, and keeps
+//! ticking until they have all left or the grace has passed. Then (or at once, without a grace)
+//! every client gets `Bye { ServerShutdown }` and netcode's disconnect packets.
+//!
 //! This is the only place that reads the clock; the core gets it as [`Now`].
 
 use std::io;
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use tickwire_core::{DenyReason, DropReason, GameServer, Now, ServerStats};
+use tickwire_core::{ByeReason, DenyReason, DropReason, GameServer, Now, ServerStats};
 use tickwire_io::{Backend, SocketId};
 
 use crate::admin::Health;
@@ -38,10 +43,15 @@ pub struct RunParams {
     pub timeout: Duration,
     /// Most datagrams taken from one poll (`io.max_events`).
     pub max_events: usize,
-    /// Set by SIGTERM/SIGINT: tell clients and exit.
+    /// Set by SIGTERM/SIGINT: drain (when `drain_grace` > 0), tell clients, and return.
     pub shutdown: Arc<AtomicBool>,
+    /// How long a drain waits for players to leave; zero stops at once.
+    pub drain_grace: Duration,
     /// Shared with the admin endpoint.
     pub health: Arc<Health>,
+    /// The Agones SDK client (`agones.enabled`): told the player count after every tick, and
+    /// Shutdown once every client has been told.
+    pub agones: Option<crate::agones::Agones>,
 }
 
 /// What a finished run did.
@@ -76,6 +86,8 @@ struct LoopMetrics {
     io_truncated: Counter,
     inputs_overflowed: Counter,
     payloads_malformed: Counter,
+    queries_answered: Counter,
+    queries_dropped: Counter,
 }
 
 impl LoopMetrics {
@@ -111,6 +123,8 @@ impl LoopMetrics {
             io_truncated: counter!(m::PACKETS_DROPPED, "reason" => "truncated"),
             inputs_overflowed: counter!(m::PACKETS_DROPPED, "reason" => "input_queue_full"),
             payloads_malformed: counter!(m::PACKETS_DROPPED, "reason" => "malformed_message"),
+            queries_answered: counter!(m::QUERIES_ANSWERED),
+            queries_dropped: counter!(m::PACKETS_DROPPED, "reason" => "bad_query"),
         }
     }
 }
@@ -212,7 +226,9 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         timeout,
         max_events,
         shutdown,
+        drain_grace,
         health,
+        agones,
     } = params;
     let backend_name = backend.model().as_str();
 
@@ -228,7 +244,38 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     let mut k: u64 = 1;
     health.set_accepting(true);
 
-    while !shutdown.load(Ordering::Relaxed) {
+    // Set when a drain starts: the instant it must end by.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        // A stop was asked for and no drain is running (yet): start one, or stop now.
+        let stop_now = |drain_until: &Option<Instant>| {
+            drain_until.is_none() && shutdown.load(Ordering::Relaxed)
+        };
+        if stop_now(&drain_until) {
+            if drain_grace.is_zero() {
+                break;
+            }
+            let now = Instant::now();
+            drain_until = Some(now + drain_grace);
+            tracing::info!(
+                players = server.players(),
+                grace_secs = drain_grace.as_secs_f64(),
+                "draining: new players are denied; waiting for connected players to leave"
+            );
+            health.set_accepting(false);
+            server.set_accepting(false);
+            let backend_ref = backend.as_mut();
+            server.broadcast_bye(clock.at(now), ByeReason::Draining, &mut |to, bytes| {
+                let _ = backend_ref.send(sock, to, bytes);
+            });
+            backend.flush()?;
+        }
+        if let Some(until) = drain_until {
+            if server.players() == 0 || Instant::now() >= until {
+                tracing::info!(players = server.players(), "drain finished");
+                break;
+            }
+        }
         let deadline = t0 + tick_at(k);
         // Between ticks: sleep to the next drain point, then take everything queued. Inputs
         // only matter at the tick, so the loop does not wake for every datagram: it drains at
@@ -237,7 +284,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         // arrives meanwhile (see docs/operations.md on net.core.rmem_max).
         let woke = loop {
             let now = Instant::now();
-            if shutdown.load(Ordering::Relaxed) {
+            if stop_now(&drain_until) {
                 break now;
             }
             let until = deadline.min(now + timeout.min(half_tick));
@@ -246,30 +293,26 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             }
             let woke = Instant::now();
             metrics.io_wait_ms.record(ms(woke - now));
-            let events = drain(
+            let events = service(
                 backend.as_mut(),
+                sock,
                 &mut server,
                 &mut outbox,
                 &clock,
+                &metrics,
                 max_events,
             )?;
-            metrics.io_events.increment(events as u64);
             tracing::debug!(
                 events_count = events,
                 wait_time_ms = ms(woke - now),
                 "io wait"
             );
-            if !outbox.items.is_empty() {
-                let failed = outbox.drain_into(backend.as_mut(), sock);
-                metrics.io_send_failed.increment(failed);
-                backend.flush()?;
-            }
             if woke >= deadline {
                 break woke;
             }
         };
-        if shutdown.load(Ordering::Relaxed) {
-            break;
+        if stop_now(&drain_until) {
+            continue;
         }
 
         // The tick. It starts when the loop wakes for the deadline; reading the inputs that
@@ -289,6 +332,17 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             });
         }
         let flush = backend.flush()?;
+        // Hand the batch to the kernel now (completion backends submit on poll) and answer
+        // whatever arrived during the tick.
+        service(
+            backend.as_mut(),
+            sock,
+            &mut server,
+            &mut outbox,
+            &clock,
+            &metrics,
+            max_events,
+        )?;
         let finished = Instant::now();
         metrics.tick_duration_ms.record(ms(finished - started));
         metrics.ticks.increment(1);
@@ -297,6 +351,9 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             .increment(refused + flush.failed as u64);
         summary.ticks += 1;
         health.tick_completed(finished);
+        if let Some(agones) = &agones {
+            agones.set_players(server.players() as u64);
+        }
         export(
             &metrics,
             &mut exported,
@@ -331,7 +388,34 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         backend.as_ref(),
         &mut outbox,
     );
+    if let Some(agones) = agones {
+        // Last: Shutdown makes Agones delete the pod (and send SIGTERM again).
+        agones.set_players(0);
+        agones.shutdown();
+        agones.stop();
+    }
     Ok(summary)
+}
+
+/// One non-blocking pass over the backend: deliver what is queued, send the replies.
+/// Returns the I/O events handled.
+fn service(
+    backend: &mut dyn Backend,
+    sock: SocketId,
+    server: &mut GameServer,
+    outbox: &mut Outbox,
+    clock: &Clock,
+    metrics: &LoopMetrics,
+    max_events: usize,
+) -> io::Result<usize> {
+    let events = drain(backend, server, outbox, clock, max_events)?;
+    metrics.io_events.increment(events as u64);
+    if !outbox.items.is_empty() {
+        let failed = outbox.drain_into(backend, sock);
+        metrics.io_send_failed.increment(failed);
+        backend.flush()?;
+    }
+    Ok(events)
 }
 
 /// Takes every datagram queued on the backend without blocking, in polls of up to
@@ -395,6 +479,10 @@ fn export(
         .increment(c.payloads_malformed - prev.core.payloads_malformed);
     m.io_send_failed
         .increment(c.sends_failed - prev.core.sends_failed + outbox.dropped);
+    m.queries_answered
+        .increment(c.queries_answered - prev.core.queries_answered);
+    m.queries_dropped
+        .increment(c.queries_dropped - prev.core.queries_dropped);
     outbox.dropped = 0;
     prev.core = *c;
 

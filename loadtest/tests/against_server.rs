@@ -1,0 +1,117 @@
+//! The load tester against the real `tickwire` server on loopback: 20 bots for 2 s, metrics
+//! scraped, JSON report checked. Bounded in time; ephemeral ports only.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Builds (if needed) and returns the `tickwire` server binary next to this test's target dir.
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // target/<profile>
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "tickwire", "--bin", "tickwire"])
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .expect("run cargo build -p tickwire");
+    assert!(status.success(), "building the server binary failed");
+    let path = profile_dir.join(format!("tickwire{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_string())
+}
+
+#[test]
+fn loadtest_reports_against_a_real_server() {
+    let dir = std::env::temp_dir().join(format!("tickwire-lt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_path = dir.join("server.key");
+    std::fs::write(&key_path, [0x33u8; 32]).unwrap();
+
+    let mut server = Command::new(server_binary())
+        .current_dir(&dir)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--key-file",
+            key_path.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = server.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut game, mut metrics) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while game.is_none() || metrics.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("server reports its addresses");
+        game = game.or_else(|| field(&line, "game_addr"));
+        metrics = metrics.or_else(|| field(&line, "metrics_addr"));
+    }
+    let json_path = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire-loadtest"))
+        .args(["--server", game.as_deref().unwrap()])
+        .args(["--key-file", key_path.to_str().unwrap()])
+        .args(["--clients", "20", "--duration", "2", "--no-progress"])
+        .args(["--metrics", &format!("http://{}/metrics", metrics.unwrap())])
+        .args([
+            "--json",
+            json_path.to_str().unwrap(),
+            "--min-delivery",
+            "0.9",
+        ])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadtest failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read_to_string(&json_path).unwrap();
+    for key in [
+        "\"clients_requested\": 20",
+        "\"clients_connected\": 20",
+        "\"duration_s\"",
+        "\"snapshots_expected\"",
+        "\"snapshots_received\"",
+        "\"delivery_ratio\"",
+        "\"rtt_ms\"",
+        "\"p50\"",
+        "\"p99\"",
+        "\"max\"",
+        "\"snapshot_bytes_mean\"",
+        "\"server_cpu_cores\"",
+        "\"tick_ms_p99\"",
+    ] {
+        assert!(report.contains(key), "report lacks {key}: {report}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
