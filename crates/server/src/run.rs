@@ -29,6 +29,9 @@ use tickwire_io::{Backend, SocketId};
 use crate::admin::Health;
 use crate::metrics as m;
 
+/// Test hook: names a file whose existence stalls the tick loop.
+pub const STALL_FILE_ENV: &str = "TICKWIRE_TEST_STALL_FILE";
+
 /// Everything the loop needs, built and validated by `main`.
 pub struct RunParams {
     /// The opened backend (after model choice and fallback).
@@ -244,6 +247,10 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     let mut k: u64 = 1;
     health.set_accepting(true);
 
+    // Test hook: while the file named by TICKWIRE_TEST_STALL_FILE exists, the loop stalls (so
+    // tests can see /healthz turn unhealthy and Agones health pings stop). One stat a tick,
+    // only when the variable is set.
+    let stall_file = std::env::var_os(STALL_FILE_ENV).map(std::path::PathBuf::from);
     // Set when a drain starts: the instant it must end by.
     let mut drain_until: Option<Instant> = None;
     loop {
@@ -274,6 +281,11 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             if server.players() == 0 || Instant::now() >= until {
                 tracing::info!(players = server.players(), "drain finished");
                 break;
+            }
+        }
+        if let Some(path) = &stall_file {
+            while path.exists() && !shutdown.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         let deadline = t0 + tick_at(k);

@@ -27,6 +27,11 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts the server with a fresh key file in a temp dir and waits for it to bind.
     pub fn start(extra: &[&str]) -> ServerProc {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`ServerProc::start`], with extra environment variables for the child only.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> ServerProc {
         let dir = std::env::temp_dir().join(format!(
             "tickwire-test-{}-{}",
             std::process::id(),
@@ -51,6 +56,7 @@ impl ServerProc {
             .args(["--key-file", key_path.to_str().unwrap()])
             .args(["--log-format", "json", "--log-level", "info"])
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -206,6 +212,7 @@ pub struct Bot {
     pub last_seq_sent: u32,
     pub last_applied: u32,
     pub bye: bool,
+    pub bye_reason: Option<tickwire_client::ByeReason>,
     pub disconnected: bool,
     pub first_pos: Option<(i32, i32)>,
     pub last_pos: Option<(i32, i32)>,
@@ -221,12 +228,18 @@ pub struct Swarm {
 
 impl Swarm {
     pub fn new(server: &ServerProc, n: usize) -> Swarm {
+        Self::with_first_id(server, n, 1)
+    }
+
+    /// Bots with client ids `first_id..first_id + n` (netcode refuses a second session for
+    /// a client id that is already connected).
+    pub fn with_first_id(server: &ServerProc, n: usize, first_id: u64) -> Swarm {
         let start = Instant::now();
         let mut bots = Vec::with_capacity(n);
         for i in 0..n {
             let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
             socket.set_nonblocking(true).unwrap();
-            let token = server.token(i as u64 + 1);
+            let token = server.token(first_id + i as u64);
             let client = GameClient::new(&token, now_since(start)).unwrap();
             bots.push(Bot {
                 socket,
@@ -235,6 +248,7 @@ impl Swarm {
                 last_seq_sent: 0,
                 last_applied: 0,
                 bye: false,
+                bye_reason: None,
                 disconnected: false,
                 first_pos: None,
                 last_pos: None,
@@ -286,7 +300,10 @@ impl Swarm {
                                     bot.last_pos = Some((me.x, me.y));
                                 }
                             }
-                            GameEvent::Bye(_) => bot.bye = true,
+                            GameEvent::Bye(reason) => {
+                                bot.bye = true;
+                                bot.bye_reason = Some(reason);
+                            }
                             GameEvent::Disconnected(_) => bot.disconnected = true,
                             _ => {}
                         }
