@@ -8,7 +8,8 @@
 # usage: scripts/bench.sh [N list, default "250 500 1000 1500"] [window secs, default 20]
 # env:   VARIANTS="floor io_uring epoll select blocking tickwire-io_uring tickwire-epoll" (subset),
 #        TICKWIRE_MODELS="io_uring epoll", WARMUP=3, REPEAT=1 (runs per cell),
-#        BENCH_SKIP_BUILD=1 (use the binaries already built), CARGO_TARGET_DIR (default target).
+#        BENCH_SKIP_BUILD=1 (use the binaries already built), CARGO_TARGET_DIR (default target),
+#        BENCH_DEADLINE="13:35" (any `date -d` time: start no cell that would end after it).
 #
 # Per cell: server pinned to CPU 0, load generator to CPU 1, WARMUP s of load, then the window.
 # Over the window the script reads utime+stime of the server from /proc/PID/stat (server cores),
@@ -44,7 +45,7 @@ for b in "$BIN/broadcast-server" "$BIN/broadcast-load" "$BIN/examples/floor_serv
 done
 
 if [ -z "${VARIANTS:-}" ]; then
-  VARIANTS="floor $("$BIN/broadcast-server" --list-models | tr '\n' ' ')"
+  VARIANTS="floor $("$BIN/broadcast-server" --list-models | tr '\n' ' ' | sed 's/ *$//')"
   for m in $TICKWIRE_MODELS; do VARIANTS="$VARIANTS tickwire-$m"; done
 fi
 
@@ -65,9 +66,26 @@ fi
 KEY=$OUT/bench.key
 [ -s "$KEY" ] || head -c 32 /dev/urandom > "$KEY"
 
+deadline_s=
+if [ -n "${BENCH_DEADLINE:-}" ]; then deadline_s=$(date -d "$BENCH_DEADLINE" +%s); fi
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+{
+  echo "run: $RUN_ID"
+  echo "args: N=[$NS] window=${WINDOW}s warmup=${WARMUP}s repeat=$REPEAT counter=$COUNTER"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "kernel: $(uname -r)"
+  echo "rustc: $(rustc --version)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "rustflags: ${RUSTFLAGS:-} $(grep -h rustflags .cargo/config.toml 2>/dev/null || true)"
+  echo "rmem_max: $(cat /proc/sys/net/core/rmem_max) wmem_max: $(cat /proc/sys/net/core/wmem_max)"
+} > "$OUT/machine-$RUN_ID.txt"
 echo "== run $RUN_ID: N=[$NS] window=${WINDOW}s warmup=${WARMUP}s repeat=$REPEAT counter=$COUNTER" >&2
 echo "== variants: $VARIANTS" >&2
+cells=$(( $(echo $NS | wc -w) * $(echo $VARIANTS | wc -w) * REPEAT ))
+echo "== $cells cells, about $(( cells * (WARMUP + WINDOW + 2) / 60 + 1 )) min" >&2
+# Stop this script's own background jobs (by pid) if it is interrupted.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 # utime+stime of a process, in clock ticks.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
@@ -212,6 +230,7 @@ if v.startswith("tickwire-"):
     r["loadtest_server_cores"] = lt.get("server_cpu_cores")
     r["clients_connected"] = lt.get("clients_connected")
     r["rtt_ms_p99"] = (lt.get("rtt_ms") or {}).get("p99")
+    r["snapshot_bytes_mean"] = lt.get("snapshot_bytes_mean")
     m0, m1 = p + ".metrics0", p + ".metrics1"
     le1 = r'tick_lateness_ms_bucket\{[^}]*le="1(?:\.0)?"[^}]*\}'
     cnt = r"tick_lateness_ms_count(?:\{[^}]*\})?"
@@ -251,9 +270,15 @@ print(json.dumps(r))
 PY
 }
 
-for n in $NS; do
-  for rep in $(seq 1 "$REPEAT"); do
+# Whole repetitions first, so a run cut short by BENCH_DEADLINE still has every N.
+stop_early=
+for rep in $(seq 1 "$REPEAT"); do
+  for n in $NS; do
     for v in $VARIANTS; do
+      if [ -n "$deadline_s" ] && [ $(( $(date +%s) + WARMUP + WINDOW + 10 )) -gt "$deadline_s" ]; then
+        stop_early=1
+        break 3
+      fi
       p=$LOGS/$RUN_ID-$v-$n-$rep
       start=$(now_s)
       echo "-- $(date -u +%H:%M:%S) $v N=$n rep=$rep" >&2
@@ -269,4 +294,5 @@ for n in $NS; do
   done
 done
 
+[ -n "$stop_early" ] && echo "== stopped before BENCH_DEADLINE=$BENCH_DEADLINE: later cells not run" >&2
 python3 scripts/bench_plot.py table "$RESULTS" --run "$RUN_ID"
