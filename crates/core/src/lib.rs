@@ -300,6 +300,12 @@ impl GameServer {
         }
     }
 
+    /// Also accepts connect tokens naming `addr` (learned after start, e.g. from Agones);
+    /// `false` when the address list is full.
+    pub fn add_public_addr(&mut self, addr: SocketAddr) -> bool {
+        self.netcode.add_public_addr(addr)
+    }
+
     /// Whether new players are accepted; `false` denies them (reason: not accepting).
     pub fn set_accepting(&mut self, accepting: bool) {
         self.netcode.set_accepting(accepting);

@@ -24,7 +24,7 @@ pub mod token;
 
 pub use client::{Client, ClientEvent, ClientState};
 pub use reasons::{DenyReason, DisconnectReason, DropReason, ServerStats};
-pub use server::{SendError, Server, ServerConfig, ServerEvent};
+pub use server::{SendError, Server, ServerConfig, ServerEvent, MAX_PUBLIC_ADDRS};
 pub use token::{
     build_connect_token, generate_connect_token, ConnectTokenPrivate, ConnectTokenPublic,
     TokenError, TokenParams,

@@ -28,6 +28,9 @@ pub const NUM_DISCONNECT_PACKETS: usize = 10;
 /// these nonces apart from the session's own sequence under the same key (as netcode.c).
 const GLOBAL_SEQUENCE_START: u64 = 1 << 63;
 
+/// Most addresses [`Server::add_public_addr`] keeps.
+pub const MAX_PUBLIC_ADDRS: usize = 16;
+
 /// Server configuration. `Debug` redacts the private key.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -751,6 +754,20 @@ impl Server {
         for i in 0..self.sessions.len() {
             self.disconnect(i, tx);
         }
+    }
+
+    /// Also accepts connect tokens naming `addr` (an address learned after start, e.g. the host
+    /// port an orchestrator allocated). At most [`MAX_PUBLIC_ADDRS`] addresses are kept;
+    /// returns `false` when the list is full.
+    pub fn add_public_addr(&mut self, addr: SocketAddr) -> bool {
+        if self.public_addrs.contains(&addr) {
+            return true;
+        }
+        if self.public_addrs.len() >= MAX_PUBLIC_ADDRS {
+            return false;
+        }
+        self.public_addrs.push(addr);
+        true
     }
 
     /// `false`: authenticated connection requests (and responses) get a denied packet,

@@ -119,6 +119,9 @@ struct Shared {
     /// [`Agones::stop`] was called or the handle dropped: exit after the current request
     /// (a Shutdown in progress is finished first).
     stop: AtomicBool,
+    /// The address clients reach this GameServer at (`status.address` and the `game` port of
+    /// `GET /gameserver`), set once by the thread, taken once by the loop.
+    advertised: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 /// Handle to the Agones SDK thread. Its methods never block (except [`Agones::stop`]).
@@ -139,6 +142,7 @@ impl Agones {
             players: AtomicU64::new(UNSET),
             shutdown: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            advertised: std::sync::Mutex::new(None),
         });
         let (wake, woken) = mpsc::sync_channel(1);
         let (done_tx, done) = mpsc::sync_channel(1);
@@ -168,6 +172,11 @@ impl Agones {
             done,
             thread,
         }
+    }
+
+    /// The GameServer's allocated address, once `GET /gameserver` told it (returned once).
+    pub fn take_advertised(&self) -> Option<SocketAddr> {
+        self.shared.advertised.try_lock().ok()?.take()
     }
 
     /// Asks for `POST /ready`, retried with backoff (250 ms doubling to 5 s) until it succeeds.
@@ -274,6 +283,9 @@ struct Worker {
     woken: Receiver<()>,
     /// Ready requests already satisfied.
     ready_done: u64,
+    /// `GET /gameserver` gave the allocated address (or the attempts ran out).
+    address_done: bool,
+    address_retry: Retry,
     ready_retry: Retry,
     /// The count the Counter holds (or that was refused with a 4xx), if any.
     counter_sent: Option<u64>,
@@ -315,6 +327,8 @@ impl Worker {
             shared,
             woken,
             ready_done: 0,
+            address_done: false,
+            address_retry: Retry::new(now),
             ready_retry: Retry::new(now),
             counter_sent: None,
             counter_retry: Retry::new(now),
@@ -335,6 +349,7 @@ impl Worker {
             }
             let now = Instant::now();
             self.ready_step(now);
+            self.address_step(now);
             self.counter_step(now);
             self.health_step(now);
 
@@ -343,6 +358,9 @@ impl Worker {
             let mut due = self.next_health;
             if self.ready_pending() {
                 due = due.min(self.ready_retry.at);
+            }
+            if self.ready_done > 0 && !self.address_done {
+                due = due.min(self.address_retry.at);
             }
             if self.counter_pending().is_some() {
                 due = due.min(self.counter_retry.at);
@@ -516,9 +534,42 @@ impl Worker {
         }
     }
 
+    /// After Ready: learn the address clients are given (node IP and allocated host port)
+    /// from `GET /gameserver`, so tokens naming it are accepted. Retried a few times.
+    fn address_step(&mut self, now: Instant) {
+        const MAX_ATTEMPTS: u32 = 8;
+        if self.ready_done == 0 || self.address_done || now < self.address_retry.at {
+            return;
+        }
+        match http(self.addr, "GET", "/gameserver", "") {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                match gameserver_address(&String::from_utf8_lossy(&body), GAME_PORT_NAME) {
+                    Some(addr) => {
+                        tracing::info!(address = %addr, "agones: GameServer address (accepted in connect tokens)");
+                        if let Ok(mut slot) = self.shared.advertised.lock() {
+                            *slot = Some(addr);
+                        }
+                        self.address_done = true;
+                        return;
+                    }
+                    None => tracing::debug!("agones: GameServer has no address yet"),
+                }
+            }
+            Ok((status, _)) => tracing::debug!(status, "agones: GET /gameserver failed"),
+            Err(e) => tracing::debug!(error = %e, "agones: GET /gameserver failed"),
+        }
+        self.address_retry.failed(Instant::now());
+        if self.address_retry.failures >= MAX_ATTEMPTS {
+            tracing::warn!(
+                "agones: no address from GET /gameserver; tokens must name server.public_addr"
+            );
+            self.address_done = true;
+        }
+    }
+
     /// One HTTP/1.1 request with `Connection: close`, bounded in time and size.
     fn request(&self, method: &str, path: &str, body: &str) -> Outcome {
-        match http(self.addr, method, path, body) {
+        match http(self.addr, method, path, body).map(|(status, _)| status) {
             Ok(status) if (200..300).contains(&status) => Outcome::Ok,
             Ok(status) if (400..500).contains(&status) => {
                 Outcome::Refused(format!("{method} {path}: HTTP {status}"))
@@ -529,9 +580,8 @@ impl Worker {
     }
 }
 
-/// Sends one request and returns the response status. The body is read (up to
-/// [`MAX_RESPONSE`]) so the server is not reset mid-answer, then ignored.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<u16> {
+/// Sends one request and returns the response status and body (up to [`MAX_RESPONSE`]).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -572,16 +622,62 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<u1
         }
     };
     let want = length.map_or(MAX_RESPONSE, |l| l.min(MAX_RESPONSE));
-    let mut have = buf.len() - head_end;
-    while have < want {
+    let mut body = buf.split_off(head_end);
+    while body.len() < want {
         match stream.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => have += n,
+            Ok(n) => body.extend_from_slice(&chunk[..n.min(want - body.len())]),
             // The status is known; a slow or cut body does not change it.
             Err(_) => break,
         }
     }
-    Ok(status)
+    body.truncate(want);
+    Ok((status, body))
+}
+
+/// The name of the GameServer port clients use (config/agones/gameserver.yaml).
+pub const GAME_PORT_NAME: &str = "game";
+
+/// `status.address` with the port named `port_name` (else the first port) from the SDK's
+/// GameServer JSON. A small scanner rather than a JSON library: only these fields are read.
+pub fn gameserver_address(json: &str, port_name: &str) -> Option<SocketAddr> {
+    let status = &json[json.find("\"status\"")?..];
+    let ip: std::net::IpAddr = string_field(status, "address")?.parse().ok()?;
+    let ports = &status[status.find("\"ports\"")?..];
+    let ports = &ports[..ports.find(']').unwrap_or(ports.len())];
+    let mut first = None;
+    for entry in ports.split('}') {
+        let Some(port) = number_field(entry, "port") else {
+            continue;
+        };
+        first.get_or_insert(port);
+        if string_field(entry, "name") == Some(port_name) {
+            return Some(SocketAddr::new(ip, port));
+        }
+    }
+    first.map(|port| SocketAddr::new(ip, port))
+}
+
+/// The string value of `"key": "value"` in `text` (no escapes: addresses and names have none).
+fn string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let after = &text[text.find(&format!("\"{key}\""))? + key.len() + 2..];
+    let after = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    Some(&after[..after.find('"')?])
+}
+
+/// The u16 value of `"key": 123` (or `"key": "123"`) in `text`.
+fn number_field(text: &str, key: &str) -> Option<u16> {
+    let after = &text[text.find(&format!("\"{key}\""))? + key.len() + 2..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start();
+    let after = after.strip_prefix('"').unwrap_or(after);
+    let end = after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len());
+    after[..end].parse().ok().filter(|&p| p != 0)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -365,6 +365,11 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         health.tick_completed(finished);
         if let Some(agones) = &agones {
             agones.set_players(server.players() as u64);
+            if let Some(addr) = agones.take_advertised() {
+                if !server.add_public_addr(addr) {
+                    tracing::warn!(%addr, "too many public addresses; not accepted in tokens");
+                }
+            }
         }
         export(
             &metrics,

@@ -181,6 +181,7 @@ fn serve_one(mut stream: TcpStream, failing: &mut HashMap<String, usize>) -> Opt
                 body.trim_start_matches("{\"count\":").trim_end_matches('}')
             ),
         ),
+        _ if path == "/gameserver" => (200, GAMESERVER_JSON.to_owned()),
         _ => (200, "{}".to_owned()),
     };
     let reason = match status {
@@ -285,8 +286,11 @@ fn lifecycle_against_a_sidecar_that_starts_late() {
     );
     assert_eq!(calls.iter().filter(|c| c.path == "/ready").count(), 4);
 
-    // Every call is JSON with the documented bodies.
+    // Every call is JSON with the documented bodies (the GET has no body).
     for c in &calls {
+        if (c.method.as_str(), c.path.as_str()) == ("GET", "/gameserver") {
+            continue;
+        }
         assert_eq!(c.content_type.as_deref(), Some("application/json"), "{c:?}");
         match c.path.as_str() {
             "/ready" | "/health" | "/shutdown" => {
@@ -403,4 +407,58 @@ fn dropping_the_handle_ends_the_thread_quietly() {
     let after = healths(&sidecar);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(healths(&sidecar), after);
+}
+
+/// What the SDK's REST gateway answers for `GET /gameserver` (trimmed): the allocated node
+/// address and host ports.
+const GAMESERVER_JSON: &str = r#"{"object_meta":{"name":"tickwire-x7k2p","namespace":"default"},"spec":{"health":{"period_seconds":5}},"status":{"state":"Ready","address":"10.0.0.7","ports":[{"name":"metrics","port":9464},{"name":"game","port":7345}],"players":null}}"#;
+
+#[test]
+fn gameserver_address_is_parsed() {
+    use agones::gameserver_address;
+    assert_eq!(
+        gameserver_address(GAMESERVER_JSON, "game"),
+        Some("10.0.0.7:7345".parse().unwrap())
+    );
+    // No port of that name: the first port.
+    assert_eq!(
+        gameserver_address(GAMESERVER_JSON, "other"),
+        Some("10.0.0.7:9464".parse().unwrap())
+    );
+    // Ports as strings, spaces, IPv6.
+    let v6 =
+        r#"{"status": {"address": "2001:db8::5", "ports": [ {"name": "game", "port": "7001"} ]}}"#;
+    assert_eq!(
+        gameserver_address(v6, "game"),
+        Some("[2001:db8::5]:7001".parse().unwrap())
+    );
+    for bad in [
+        "{}",
+        r#"{"status":{}}"#,
+        r#"{"status":{"address":"","ports":[]}}"#,
+        r#"{"status":{"address":"10.0.0.1","ports":[{"name":"game","port":0}]}}"#,
+        "garbage",
+        r#"{"status":{"address":"10.0.0.1","ports":[{"name":"game","port":99999}]}}"#,
+    ] {
+        assert_eq!(gameserver_address(bad, "game"), None, "{bad}");
+    }
+}
+
+#[test]
+fn allocated_address_is_learned_after_ready() {
+    let sidecar = Sidecar::start(&[]);
+    let agones = Agones::start(
+        sidecar.options(Duration::from_millis(100)),
+        Box::new(|| true),
+    );
+    agones.ready();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut addr = None;
+    while addr.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        addr = agones.take_advertised();
+    }
+    assert_eq!(addr, Some("10.0.0.7:7345".parse().unwrap()));
+    assert_eq!(agones.take_advertised(), None, "handed over once");
+    agones.stop();
 }
