@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::http::{parse_request, Request};
+
 /// Largest request accepted (request line plus headers).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Read and write timeout per connection.
@@ -216,31 +218,6 @@ pub fn spawn(
         accept_thread: Some(accept_thread),
         upkeep_thread: Some(upkeep_thread),
     })
-}
-
-/// A parsed request line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request<'a> {
-    /// Method, e.g. `GET`.
-    pub method: &'a str,
-    /// Path without the query string.
-    pub path: &'a str,
-}
-
-/// Parses the request line of an HTTP/1.x request head; `None` when malformed.
-pub fn parse_request(head: &[u8]) -> Option<Request<'_>> {
-    let end = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(head.len());
-    let line = std::str::from_utf8(&head[..end]).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Some(Request { method, path })
 }
 
 /// A response: status, content type, body.

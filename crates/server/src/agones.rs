@@ -39,6 +39,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::http::{find, parse_response_head};
+
 /// The environment variable Agones sets to the sidecar's REST port.
 pub const PORT_ENV: &str = "AGONES_SDK_HTTP_PORT";
 /// The sidecar's REST port when [`PORT_ENV`] is unset.
@@ -609,7 +611,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<(u
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let (status, length) = parse_head(&buf[..end]).ok_or_else(|| {
+            let (status, length) = parse_response_head(&buf[..end]).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response head")
             })?;
             break (end + 4, status, length);
@@ -680,27 +682,6 @@ fn number_field(text: &str, key: &str) -> Option<u16> {
     after[..end].parse().ok().filter(|&p| p != 0)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `HTTP/1.x NNN ...` status and the Content-Length header, if any.
-fn parse_head(head: &[u8]) -> Option<(u16, Option<usize>)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status: u16 = parts.next()?.parse().ok()?;
-    let length = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok());
-    Some((status, length))
-}
-
 /// Percent-encodes a path segment (Counter names are normally plain `[a-z0-9-]`).
 fn percent_encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
@@ -731,12 +712,12 @@ mod tests {
     #[test]
     fn heads_and_paths() {
         assert_eq!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX: y"),
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX: y"),
             Some((200, Some(12)))
         );
-        assert_eq!(parse_head(b"HTTP/1.0 503 Busy"), Some((503, None)));
-        assert_eq!(parse_head(b"SSH-2.0-x"), None);
-        assert_eq!(parse_head(b"HTTP/1.1 abc"), None);
+        assert_eq!(parse_response_head(b"HTTP/1.0 503 Busy"), Some((503, None)));
+        assert_eq!(parse_response_head(b"SSH-2.0-x"), None);
+        assert_eq!(parse_response_head(b"HTTP/1.1 abc"), None);
         assert_eq!(percent_encode("players"), "players");
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
     }

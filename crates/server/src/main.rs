@@ -9,6 +9,7 @@ mod admin;
 mod agones;
 mod cli;
 mod config;
+mod http;
 mod keyfile;
 mod logging;
 mod metrics;
@@ -256,13 +257,16 @@ fn healthcheck(args: &cli::HealthcheckArgs) -> anyhow::Result<()> {
     )?;
     let mut response = Vec::with_capacity(512);
     stream.take(64 * 1024).read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) == Some("200") {
-        println!("healthy: {} {}", args.addr, args.path);
-        Ok(())
-    } else {
-        anyhow::bail!("unhealthy: {} {} answered {status:?}", args.addr, args.path)
+    let head_end = http::find(&response, b"\r\n\r\n").unwrap_or(response.len());
+    match http::parse_response_head(&response[..head_end]) {
+        Some((200, _)) => {
+            println!("healthy: {} {}", args.addr, args.path);
+            Ok(())
+        }
+        Some((status, _)) => {
+            anyhow::bail!("unhealthy: {} {} answered {status}", args.addr, args.path)
+        }
+        None => anyhow::bail!("unhealthy: {} {}: not an HTTP answer", args.addr, args.path),
     }
 }
 

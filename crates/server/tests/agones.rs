@@ -2,11 +2,14 @@
 //! serves the SDK's REST routes, records every call, and can answer 503 to the first few
 //! calls of a route (the sidecar starting after the server) or 404 (no such Counter).
 //!
-//! The module is compiled straight from `src/agones.rs`: it depends on std and tracing only.
+//! The module is compiled straight from `src/agones.rs` (with `src/http.rs`): std and tracing only.
 
 #[allow(dead_code)]
 #[path = "../src/agones.rs"]
 mod agones;
+#[allow(dead_code)]
+#[path = "../src/http.rs"]
+mod http;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -441,6 +444,30 @@ fn gameserver_address_is_parsed() {
         r#"{"status":{"address":"10.0.0.1","ports":[{"name":"game","port":99999}]}}"#,
     ] {
         assert_eq!(gameserver_address(bad, "game"), None, "{bad}");
+    }
+}
+
+#[test]
+fn gameserver_reader_survives_truncation_and_mutation() {
+    let json = GAMESERVER_JSON.as_bytes();
+    for cut in 0..=json.len() {
+        let text = String::from_utf8_lossy(&json[..cut]);
+        let _ = agones::gameserver_address(&text, "game");
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for _ in 0..20_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut bytes = json.to_vec();
+        let at = (state as usize) % bytes.len();
+        bytes[at] = (state >> 32) as u8;
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(addr) = agones::gameserver_address(&text, "game") {
+            assert_ne!(addr.port(), 0);
+        }
+        let _ = http::parse_response_head(&bytes);
+        let _ = http::parse_request(&bytes);
     }
 }
 
