@@ -131,7 +131,7 @@ fn flag_candidates(opts: &IoUringOptions) -> Vec<IoUringFlags> {
 
 /// Turns the errors of `io_uring_setup` that mean "io_uring is not allowed here" into one line
 /// naming the likely cause and the fix.
-fn setup_error(err: io::Error) -> io::Error {
+pub(crate) fn setup_error(err: io::Error) -> io::Error {
     match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
             let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")

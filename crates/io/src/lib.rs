@@ -669,13 +669,19 @@ fn forced_failure(model: Model) -> Result<(), OpenError> {
         .split(',')
         .any(|name| name.trim().eq_ignore_ascii_case(model.as_str()))
     {
-        return Err(OpenError::Io {
-            model,
-            error: io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("forced failure ({} contains {})", FORCE_FAIL_ENV, model),
-            ),
-        });
+        let forced = format!("forced failure ({} contains {})", FORCE_FAIL_ENV, model);
+        // io_uring fails the way a container's seccomp profile makes it fail (EPERM), so the
+        // hook exercises the same explanation a user would read.
+        #[cfg(target_os = "linux")]
+        let error = if model == Model::IoUring {
+            let eperm = uring::setup_error(io::Error::from_raw_os_error(libc::EPERM));
+            io::Error::new(eperm.kind(), format!("{}; {}", eperm, forced))
+        } else {
+            io::Error::new(io::ErrorKind::PermissionDenied, forced)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let error = io::Error::new(io::ErrorKind::PermissionDenied, forced);
+        return Err(OpenError::Io { model, error });
     }
     Ok(())
 }

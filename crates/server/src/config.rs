@@ -233,6 +233,10 @@ impl AgonesConfig {
 /// and above the config file, with this variable as its origin.
 pub const AGONES_PORT_ENV: &str = "AGONES_SDK_HTTP_PORT";
 
+/// `TICKWIRE_*` variables that are test hooks rather than config keys (documented where
+/// they are read): not warned about.
+const TEST_HOOK_ENVS: &[&str] = &["TICKWIRE_IO_FORCE_FAIL", "TICKWIRE_TEST_STALL_FILE"];
+
 /// Where a value came from (a key absent from [`Config::origins`] has its built-in default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -689,6 +693,7 @@ pub fn load_with_env(
     }
     for var in vars.keys() {
         let known = var == CONFIG_ENV
+            || TEST_HOOK_ENVS.contains(&var.as_str())
             || KEYS
                 .iter()
                 .any(|k| *var == k.env() || Some(var) == k.env_alias().as_ref());

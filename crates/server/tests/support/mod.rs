@@ -22,6 +22,8 @@ pub struct ServerProc {
     pub key: [u8; 32],
     pub dir: PathBuf,
     pub log: mpsc::Receiver<String>,
+    /// The log lines read while waiting for the server to bind.
+    pub startup_log: Vec<String>,
 }
 
 impl ServerProc {
@@ -73,6 +75,7 @@ impl ServerProc {
         });
         let mut game_addr = None;
         let mut metrics_addr = None;
+        let mut startup_log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while game_addr.is_none() || (metrics_addr.is_none() && !extra.contains(&"off")) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -84,6 +87,7 @@ impl ServerProc {
                 }
             };
             eprintln!("server: {line}");
+            startup_log.push(line.clone());
             if let Some(addr) = field(&line, "game_addr") {
                 game_addr = Some(addr.parse().unwrap());
             }
@@ -98,6 +102,7 @@ impl ServerProc {
             key,
             dir,
             log: rx,
+            startup_log,
         }
     }
 
