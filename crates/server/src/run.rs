@@ -300,11 +300,16 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
                 break now;
             }
             let until = deadline.min(now + timeout.min(half_tick));
-            if until > now {
+            let slept = until > now;
+            if slept {
                 std::thread::sleep(until - now);
             }
             let woke = Instant::now();
-            metrics.io_wait_ms.record(ms(woke - now));
+            // Only real waits are samples: with io.timeout_ms = 0 the loop never sleeps, and a
+            // sample per spin would flood the histogram between upkeeps.
+            if slept {
+                metrics.io_wait_ms.record(ms(woke - now));
+            }
             let events = service(
                 backend.as_mut(),
                 sock,
