@@ -34,14 +34,24 @@
 //! cryptographic, but enough to stop spoofed-source reflection, which is all it is for. The
 //! secret and the time are passed in, so the module stays deterministic.
 //!
+//! Rate limits: queries are answered on the tick thread, so [`A2sResponder`] caps how many it
+//! answers with token buckets ([`A2sLimits`], defaults there): one per source for challenge
+//! replies and one, tighter, for full replies; an overall bucket for all replies and a tighter
+//! overall one for full replies. A query over a limit is not answered
+//! ([`A2sError::RateLimited`]). Per-source buckets live in a fixed table indexed by a keyed
+//! hash of the source (the IPv4 address, or an IPv6 address's /64 prefix), so memory never
+//! grows with the number of sources; sources whose hashes collide share a bucket (stricter,
+//! never looser), and the key is secret so a sender cannot pick collisions on purpose. The
+//! limiter lives behind a `Mutex` so `handle` keeps taking `&self`.
+//!
 //! Calling pattern (in the shell, before the netcode server):
 //!
 //! ```text
 //! if a2s::is_a2s(bytes) {
-//!     match a2s.handle(now.mono.as_secs(), peer, bytes, &source, &mut reply_buf) {
+//!     match a2s.handle_at(now.mono, peer, bytes, &source, &mut reply_buf) {
 //!         Ok(Some(len)) => tx(peer, &reply_buf[..len]),
 //!         Ok(None) => {}
-//!         Err(_) => count a dropped A2S request,
+//!         Err(e) => count a dropped A2S request under e.as_str(),
 //!     }
 //!     return;
 //! }
@@ -50,7 +60,9 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 /// The "simple" (single packet) header every A2S request and reply starts with.
 pub const A2S_HEADER: [u8; 4] = [0xFF; 4];
@@ -193,6 +205,33 @@ pub enum A2sError {
     UnknownType(u8),
     /// A known query with the wrong length or payload.
     Malformed(QueryKind),
+    /// Over a rate limit ([`A2sLimits`]): not answered.
+    RateLimited(RateScope),
+}
+
+/// Which rate limit refused a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateScope {
+    /// The source's own bucket (one sender asking too often).
+    Source,
+    /// An overall bucket (all senders together are over the server's budget: legitimate
+    /// queriers are being refused too).
+    Total,
+}
+
+impl A2sError {
+    /// Stable snake_case label, for a metrics label: `too_short`, `not_a2s`, `unknown_type`,
+    /// `malformed`, `rate_limited_source`, `rate_limited_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            A2sError::TooShort { .. } => "too_short",
+            A2sError::NotA2s => "not_a2s",
+            A2sError::UnknownType(_) => "unknown_type",
+            A2sError::Malformed(_) => "malformed",
+            A2sError::RateLimited(RateScope::Source) => "rate_limited_source",
+            A2sError::RateLimited(RateScope::Total) => "rate_limited_total",
+        }
+    }
 }
 
 impl fmt::Display for A2sError {
@@ -202,6 +241,12 @@ impl fmt::Display for A2sError {
             A2sError::NotA2s => f.write_str("not an A2S packet (header is not FF FF FF FF)"),
             A2sError::UnknownType(t) => write!(f, "unknown A2S request type 0x{t:02X}"),
             A2sError::Malformed(kind) => write!(f, "malformed A2S {kind} request"),
+            A2sError::RateLimited(RateScope::Source) => {
+                f.write_str("A2S request over the per-source rate limit")
+            }
+            A2sError::RateLimited(RateScope::Total) => {
+                f.write_str("A2S request over the overall rate limit")
+            }
         }
     }
 }
@@ -253,25 +298,267 @@ pub fn parse_request(request: &[u8]) -> Result<A2sRequest, A2sError> {
     Ok(A2sRequest { kind, challenge })
 }
 
-/// Answers A2S requests with stateless challenges. See the module docs.
-#[derive(Clone)]
+/// A token-bucket rate: `per_sec` tokens are added per second (continuously, at millisecond
+/// resolution), at most `burst` are held, and each answered query takes one. A bucket starts
+/// full. `per_sec = 0` allows `burst` queries in total; `burst = 0` allows none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_sec: u32,
+    /// Most tokens held (the largest burst answered at once).
+    pub burst: u32,
+}
+
+/// Rate limits of an [`A2sResponder`]. Challenge replies (9 bytes, never larger than the
+/// request) are limited more loosely than full replies (up to [`MAX_REPLY_BYTES`], many times
+/// the 9- to 29-byte request, and built on the tick thread).
+///
+/// Defaults (see [`A2sLimits::default`]): per source 40 challenge replies/s (burst 80) and 20
+/// full replies/s (burst 40); overall 2000 replies/s (burst 2000), of which at most 500/s full
+/// replies (burst 500, about 5.6 Mbit/s of replies at most); 4096 per-source slots (128 KiB).
+/// A browser refreshing one server makes 2 to 6 queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct A2sLimits {
+    /// Challenge replies to one source.
+    pub source_challenge: Rate,
+    /// Full replies (INFO, PLAYER, RULES) to one source.
+    pub source_full: Rate,
+    /// All replies (challenge and full) to all sources together.
+    pub total: Rate,
+    /// Full replies to all sources together (also counted in `total`).
+    pub total_full: Rate,
+    /// Slots in the per-source bucket table, rounded up to a power of two (at least 1). Each
+    /// slot holds two buckets (32 bytes); the table is allocated once, in the constructor.
+    pub source_slots: usize,
+}
+
+impl Default for A2sLimits {
+    fn default() -> Self {
+        A2sLimits {
+            source_challenge: Rate {
+                per_sec: 40,
+                burst: 80,
+            },
+            source_full: Rate {
+                per_sec: 20,
+                burst: 40,
+            },
+            total: Rate {
+                per_sec: 2000,
+                burst: 2000,
+            },
+            total_full: Rate {
+                per_sec: 500,
+                burst: 500,
+            },
+            source_slots: 4096,
+        }
+    }
+}
+
+/// Queries refused by the rate limiter so far (monotonic), by reply kind and limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct A2sRateStats {
+    /// Challenge replies refused by the source's bucket.
+    pub source_challenge: u64,
+    /// Full replies refused by the source's bucket.
+    pub source_full: u64,
+    /// Challenge replies refused by the overall bucket.
+    pub total_challenge: u64,
+    /// Full replies refused by an overall bucket.
+    pub total_full: u64,
+}
+
+/// Thousandths of a token per token: a bucket holds milli-tokens so that a rate in tokens per
+/// second adds exactly `per_sec` milli-tokens per millisecond.
+const MILLI: u64 = 1000;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl Bucket {
+    fn full(rate: Rate) -> Self {
+        Bucket {
+            milli_tokens: u64::from(rate.burst) * MILLI,
+            last_ms: 0,
+        }
+    }
+
+    /// Adds what accrued since the last refill. Time going backwards adds nothing.
+    fn refill(&mut self, rate: Rate, now_ms: u64) {
+        if now_ms > self.last_ms {
+            let accrued = (now_ms - self.last_ms).saturating_mul(u64::from(rate.per_sec));
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(accrued)
+                .min(u64::from(rate.burst) * MILLI);
+            self.last_ms = now_ms;
+        }
+    }
+
+    fn has_one(&self) -> bool {
+        self.milli_tokens >= MILLI
+    }
+
+    fn take_one(&mut self) {
+        self.milli_tokens -= MILLI;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SourceSlot {
+    challenge: Bucket,
+    full: Bucket,
+}
+
+#[derive(Clone, Debug)]
+struct Limiter {
+    slots: Box<[SourceSlot]>,
+    total: Bucket,
+    total_full: Bucket,
+    stats: A2sRateStats,
+}
+
+/// Answers A2S requests with stateless challenges, rate limited. See the module docs.
 pub struct A2sResponder {
     secret: u64,
+    limits: A2sLimits,
+    limiter: Mutex<Limiter>,
+}
+
+impl Clone for A2sResponder {
+    /// A copy with the same secret, limits and current bucket levels.
+    fn clone(&self) -> Self {
+        A2sResponder {
+            secret: self.secret,
+            limits: self.limits,
+            limiter: Mutex::new(self.lock().clone()),
+        }
+    }
 }
 
 impl fmt::Debug for A2sResponder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("A2sResponder")
             .field("secret", &"<redacted>")
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
+/// Which of a source's buckets a reply draws from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplyKind {
+    Challenge,
+    Full,
+}
+
 impl A2sResponder {
     /// A responder keyed with `secret`, which the shell draws at random at startup (challenges
-    /// from a previous run are then invalid, which only costs a client one more round trip).
+    /// from a previous run are then invalid, which only costs a client one more round trip),
+    /// with the default [`A2sLimits`].
     pub fn new(secret: u64) -> Self {
-        A2sResponder { secret }
+        Self::with_limits(secret, A2sLimits::default())
+    }
+
+    /// Like [`A2sResponder::new`] with the given rate limits. The per-source table
+    /// (`limits.source_slots`, rounded up to a power of two) is allocated here, once.
+    pub fn with_limits(secret: u64, limits: A2sLimits) -> Self {
+        let slots = limits.source_slots.max(1).next_power_of_two();
+        let limits = A2sLimits {
+            source_slots: slots,
+            ..limits
+        };
+        let slot = SourceSlot {
+            challenge: Bucket::full(limits.source_challenge),
+            full: Bucket::full(limits.source_full),
+        };
+        A2sResponder {
+            secret,
+            limits,
+            limiter: Mutex::new(Limiter {
+                slots: vec![slot; slots].into_boxed_slice(),
+                total: Bucket::full(limits.total),
+                total_full: Bucket::full(limits.total_full),
+                stats: A2sRateStats::default(),
+            }),
+        }
+    }
+
+    /// The limits in force (`source_slots` as rounded).
+    pub fn limits(&self) -> A2sLimits {
+        self.limits
+    }
+
+    /// Queries refused by the rate limiter so far.
+    pub fn rate_stats(&self) -> A2sRateStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        // The limiter's state is plain numbers, valid even if a panic interrupted an update.
+        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Index of `ip`'s per-source slot: a keyed hash of the IPv4 address (IPv4-mapped IPv6
+    /// addresses count as IPv4) or of the IPv6 /64 prefix (one subscriber's usual allocation).
+    fn slot_of(&self, ip: IpAddr, slots: usize) -> usize {
+        let mut h = DefaultHasher::new();
+        // A different domain from the challenge hash, so slots reveal nothing about challenges.
+        (self.secret ^ 0xA25_5107_0000_0000).hash(&mut h);
+        match ip {
+            IpAddr::V4(v4) => (4u8, u32::from(v4)).hash(&mut h),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (4u8, u32::from(v4)).hash(&mut h),
+                None => (6u8, (u128::from(v6) >> 64) as u64).hash(&mut h),
+            },
+        }
+        self.secret.rotate_left(17).hash(&mut h);
+        (h.finish() as usize) & (slots - 1)
+    }
+
+    /// Takes one token for a `kind` reply to `ip` from the source's bucket and the overall
+    /// bucket(s), or none if any of them is empty.
+    fn admit(&self, now: Duration, ip: IpAddr, kind: ReplyKind) -> Result<(), A2sError> {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let l = self.limits;
+        let mut guard = self.lock();
+        let lim = &mut *guard;
+        let i = self.slot_of(ip, lim.slots.len());
+        let (source, source_rate) = match kind {
+            ReplyKind::Challenge => (&mut lim.slots[i].challenge, l.source_challenge),
+            ReplyKind::Full => (&mut lim.slots[i].full, l.source_full),
+        };
+        source.refill(source_rate, now_ms);
+        lim.total.refill(l.total, now_ms);
+        lim.total_full.refill(l.total_full, now_ms);
+        // The source's own bucket first: a lone flooder is refused there and does not drain
+        // the overall budget the other sources share.
+        if !source.has_one() {
+            match kind {
+                ReplyKind::Challenge => lim.stats.source_challenge += 1,
+                ReplyKind::Full => lim.stats.source_full += 1,
+            }
+            return Err(A2sError::RateLimited(RateScope::Source));
+        }
+        let total_ok =
+            lim.total.has_one() && (kind == ReplyKind::Challenge || lim.total_full.has_one());
+        if !total_ok {
+            match kind {
+                ReplyKind::Challenge => lim.stats.total_challenge += 1,
+                ReplyKind::Full => lim.stats.total_full += 1,
+            }
+            return Err(A2sError::RateLimited(RateScope::Total));
+        }
+        source.take_one();
+        lim.total.take_one();
+        if kind == ReplyKind::Full {
+            lim.total_full.take_one();
+        }
+        Ok(())
     }
 
     /// The challenge `peer` is handed at `now_secs`. Never `0` or `0xFFFFFFFF`, which clients
@@ -309,7 +596,12 @@ impl A2sResponder {
     /// [`MAX_REPLY_BYTES`] whatever `out`'s length.
     ///
     /// `source` is asked for data only when the request carries a valid challenge. Malformed,
-    /// truncated or unknown requests return `Err` and must not be answered.
+    /// truncated or unknown requests return `Err` and must not be answered; so do requests over
+    /// a rate limit ([`A2sError::RateLimited`]).
+    ///
+    /// With whole seconds the buckets refill in one-second steps; [`A2sResponder::handle_at`]
+    /// takes finer time. Do not mix the two on one responder unless both come from the same
+    /// clock (`handle(t.as_secs(), ..)` and `handle_at(t, ..)` agree).
     pub fn handle(
         &self,
         now_secs: u64,
@@ -318,6 +610,21 @@ impl A2sResponder {
         source: &dyn A2sSource,
         out: &mut [u8],
     ) -> Result<Option<usize>, A2sError> {
+        self.handle_at(Duration::from_secs(now_secs), peer, request, source, out)
+    }
+
+    /// [`A2sResponder::handle`] with time as a `Duration` on any monotonic clock (such as
+    /// `Now::mono`): the rate limiter refills at millisecond resolution, and challenges use
+    /// `now.as_secs()`.
+    pub fn handle_at(
+        &self,
+        now: Duration,
+        peer: SocketAddr,
+        request: &[u8],
+        source: &dyn A2sSource,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, A2sError> {
+        let now_secs = now.as_secs();
         let req = parse_request(request)?;
         let cap = out.len().min(MAX_REPLY_BYTES);
         let out = &mut out[..cap];
@@ -328,12 +635,14 @@ impl A2sResponder {
             if out.len() < CHALLENGE_REPLY_BYTES {
                 return Ok(None);
             }
+            self.admit(now, peer.ip(), ReplyKind::Challenge)?;
             let challenge = self.challenge(now_secs, peer);
             out[..4].copy_from_slice(&A2S_HEADER);
             out[4] = S2C_CHALLENGE;
             out[5..9].copy_from_slice(&challenge.to_le_bytes());
             return Ok(Some(CHALLENGE_REPLY_BYTES));
         }
+        self.admit(now, peer.ip(), ReplyKind::Full)?;
         let len = match req.kind {
             QueryKind::Info => write_info(&source.info(), out),
             QueryKind::Players => write_players(source, out),

@@ -71,6 +71,10 @@ labelled_enum! {
         Malformed => "malformed",
         /// Request or response from an address or client id that is already connected.
         AlreadyConnected => "already_connected",
+        /// Request or response carrying a connect token (identified by its MAC) whose session
+        /// has already ended: a replayed handshake, or a client reusing a spent token instead
+        /// of fetching a fresh one. A spent token is refused until it expires.
+        TokenRetired => "token_retired",
     }
 }
 
@@ -131,6 +135,12 @@ pub struct ServerStats {
     pub packets_out: u64,
     /// Bytes passed to `tx`.
     pub bytes_out: u64,
+    /// Encrypted packets that arrived from an address whose session ended moments ago (within
+    /// [`RECENT_DISCONNECT_WINDOW`](crate::server::RECENT_DISCONNECT_WINDOW)), such as the
+    /// redundant disconnect packets a leaving client sends after the first one ended its
+    /// session. They are ignored without being decrypted. Benign churn, so deliberately not a
+    /// drop: they are not in `drops` nor in `total_drops()`.
+    pub late_after_disconnect: u64,
 }
 
 impl ServerStats {
@@ -161,7 +171,8 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(DropReason::COUNT, 16);
+        assert_eq!(DropReason::COUNT, 17);
+        assert_eq!(DropReason::TokenRetired.as_str(), "token_retired");
         assert_eq!(DenyReason::NotAccepting.as_str(), "draining");
         assert_eq!(DenyReason::ServerFull.as_str(), "server_full");
         assert_eq!(DenyReason::COUNT, 2);

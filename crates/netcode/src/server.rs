@@ -2,10 +2,23 @@
 //! timeouts, replay protection. Time comes in as `Now`; packets go out through `tx`.
 //!
 //! Per-packet work does not allocate: the session table, pending-handshake table, connect
-//! token history and address maps are sized in `Server::new`, and decryption happens in a
-//! scratch buffer owned by the server (payload events borrow it).
+//! token history, retired-token table, recent-disconnect table and address maps are sized in
+//! `Server::new`, and decryption happens in a scratch buffer owned by the server (payload
+//! events borrow it).
+//!
+//! Hardening beyond netcode.c:
+//! - **Spent tokens stay spent.** When a session ends (any reason) its connect token's MAC is
+//!   remembered until the token expires, and a request or response carrying it is dropped as
+//!   [`DropReason::TokenRetired`], so a captured handshake replayed from the old address cannot
+//!   bring the session back. A client with a fresh token (new MAC) reconnects at once.
+//! - **Idle ceiling.** A session (or pending handshake) silent for [`Server::max_idle`]
+//!   (default [`DEFAULT_MAX_IDLE`]) times out even when its token says "no timeout" (`<= 0`)
+//!   or a longer one.
+//! - **Late packets after a disconnect** (the 9 redundant disconnect packets after the first,
+//!   packets still in flight) are counted in [`ServerStats::late_after_disconnect`], not as
+//!   `unknown_address` drops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -30,6 +43,21 @@ const GLOBAL_SEQUENCE_START: u64 = 1 << 63;
 
 /// Most addresses [`Server::add_public_addr`] keeps.
 pub const MAX_PUBLIC_ADDRS: usize = 16;
+
+/// Default server-side ceiling on how long a session or pending handshake may stay silent
+/// before it is timed out, whatever the connect token's timeout says (a token with
+/// `timeout_secs <= 0` means "no timeout" in netcode.io). Change it with
+/// [`Server::set_max_idle`].
+pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Smallest value [`Server::set_max_idle`] accepts; smaller values are raised to this.
+pub const MIN_MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// How long after a session ends (client disconnect packet or [`Server::disconnect`]) further
+/// encrypted packets from its address are counted as
+/// [`ServerStats::late_after_disconnect`] instead of [`DropReason::UnknownAddress`]. Sessions
+/// that time out are not remembered: a timed-out peer that is still sending is worth a drop.
+pub const RECENT_DISCONNECT_WINDOW: Duration = Duration::from_secs(5);
 
 /// Server configuration. `Debug` redacts the private key.
 #[derive(Clone)]
@@ -125,12 +153,17 @@ struct Session {
     last_recv: Duration,
     last_send: Duration,
     replay: ReplayProtection,
+    /// MAC and expiry of the connect token the session was opened with (retired on end).
+    token_mac: [u8; 16],
+    token_expire_unix_secs: u64,
 }
 
 #[derive(Clone, Copy)]
 struct Pending {
     in_use: bool,
     addr: SocketAddr,
+    /// MAC of the connect token this handshake came with.
+    mac: [u8; 16],
     c2s: Key,
     s2c: Key,
     timeout_secs: i32,
@@ -146,19 +179,30 @@ struct TokenEntry {
     time: Duration,
 }
 
+/// A connect token whose session has ended, remembered until it expires.
+#[derive(Clone, Copy)]
+struct RetiredToken {
+    used: bool,
+    mac: [u8; 16],
+    expire_unix_secs: u64,
+}
+
 fn timeout_of(secs: i32) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs as u64))
 }
 
+/// The token's timeout capped at `max_idle` (which also stands in for "no timeout").
+fn effective_timeout(token_timeout: Option<Duration>, max_idle: Duration) -> Duration {
+    token_timeout.map_or(max_idle, |t| t.min(max_idle))
+}
+
 impl Pending {
-    fn expired(&self, now: Now) -> bool {
+    fn expired(&self, now: Now, max_idle: Duration) -> bool {
         if now.unix_secs >= self.expire_unix_secs {
             return true;
         }
-        match timeout_of(self.timeout_secs) {
-            Some(t) => now.mono >= self.last_recv.saturating_add(t),
-            None => false,
-        }
+        let t = effective_timeout(timeout_of(self.timeout_secs), max_idle);
+        now.mono >= self.last_recv.saturating_add(t)
     }
 }
 
@@ -180,6 +224,14 @@ pub struct Server {
     connected: usize,
     pending: Vec<Pending>,
     token_entries: Vec<TokenEntry>,
+    retired: Vec<RetiredToken>,
+    /// Recently ended sessions' addresses -> until when their late packets are benign.
+    recent: HashMap<SocketAddr, Duration>,
+    /// The same entries in insertion order (may hold stale duplicates; never longer than
+    /// `recent_cap`), for expiry and eviction.
+    recent_order: VecDeque<(SocketAddr, Duration)>,
+    recent_cap: usize,
+    max_idle: Duration,
     by_addr: HashMap<SocketAddr, Slot>,
     by_id: HashMap<u64, usize>,
     challenge_sequence: u64,
@@ -224,6 +276,8 @@ impl Server {
                 last_recv: Duration::ZERO,
                 last_send: Duration::ZERO,
                 replay: ReplayProtection::default(),
+                token_mac: [0; 16],
+                token_expire_unix_secs: 0,
             })
             .collect();
         let pending_cap = (max * 4).max(16);
@@ -231,6 +285,7 @@ impl Server {
             Pending {
                 in_use: false,
                 addr: unspecified,
+                mac: [0; 16],
                 c2s: [0; 32],
                 s2c: [0; 32],
                 timeout_secs: 0,
@@ -248,6 +303,15 @@ impl Server {
             };
             (max * 8).max(64)
         ];
+        let retired = vec![
+            RetiredToken {
+                used: false,
+                mac: [0; 16],
+                expire_unix_secs: 0,
+            };
+            retired_capacity(max)
+        ];
+        let recent_cap = (max * 2).max(64);
         Self {
             protocol_id: cfg.protocol_id,
             private_key: cfg.private_key,
@@ -258,6 +322,11 @@ impl Server {
             connected: 0,
             pending,
             token_entries,
+            retired,
+            recent: HashMap::with_capacity(2 * recent_cap),
+            recent_order: VecDeque::with_capacity(recent_cap),
+            recent_cap,
+            max_idle: DEFAULT_MAX_IDLE,
             // Twice the live maximum, so churn rehashes in place instead of growing.
             by_addr: HashMap::with_capacity(2 * (max + pending_cap)),
             by_id: HashMap::with_capacity(2 * max),
@@ -336,14 +405,17 @@ impl Server {
         if !self.is_our_address(&tok) {
             return Err(DropReason::TokenWrongServer);
         }
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(&private_data[CONNECT_TOKEN_PRIVATE_BYTES - 16..]);
+        if self.is_retired(&mac, now.unix_secs) {
+            return Err(DropReason::TokenRetired);
+        }
         if matches!(self.by_addr.get(&from), Some(Slot::Connected(_))) {
             return Err(DropReason::AlreadyConnected);
         }
         if self.by_id.contains_key(&tok.client_id) {
             return Err(DropReason::AlreadyConnected);
         }
-        let mut mac = [0u8; 16];
-        mac.copy_from_slice(&private_data[CONNECT_TOKEN_PRIVATE_BYTES - 16..]);
         if !self.token_entry_find_or_add(now, &mac, from) {
             return Err(DropReason::TokenReused);
         }
@@ -360,7 +432,7 @@ impl Server {
             self.send_denied(from, &tok.server_to_client_key, DenyReason::ServerFull, tx);
             return Ok(());
         }
-        self.add_pending(now, from, &tok, expire_unix_secs);
+        self.add_pending(now, from, &tok, &mac, expire_unix_secs);
 
         let token = encrypt_challenge_token(
             tok.client_id,
@@ -411,10 +483,80 @@ impl Server {
         true
     }
 
-    fn add_pending(&mut self, now: Now, from: SocketAddr, tok: &ConnectTokenPrivate, expire: u64) {
+    /// Whether the token with this MAC belongs to a session that ended (and has not expired).
+    fn is_retired(&self, mac: &[u8; 16], now_unix_secs: u64) -> bool {
+        self.retired
+            .iter()
+            .any(|r| r.used && r.mac == *mac && r.expire_unix_secs > now_unix_secs)
+    }
+
+    /// Remembers an ended session's token until it expires. The table has a fixed capacity
+    /// (see [`retired_capacity`]); when it is full the entry whose token expires first is
+    /// replaced (an already expired one if any). A token evicted that way while still valid
+    /// could again open one session from its original address (the exposure plain netcode.io
+    /// has); that takes more sessions ending within one token lifetime than the table holds.
+    fn retire_token(&mut self, mac: &[u8; 16], expire_unix_secs: u64) {
+        // The same MAC's entry, else a free one, else the one expiring first (unused
+        // entries sort first as `None`).
+        let mut pick = 0;
+        let mut soonest: Option<Option<u64>> = None;
+        for (i, r) in self.retired.iter().enumerate() {
+            if r.used && r.mac == *mac {
+                pick = i;
+                break;
+            }
+            let key = r.used.then_some(r.expire_unix_secs);
+            if soonest.is_none_or(|k| key < k) {
+                pick = i;
+                soonest = Some(key);
+            }
+        }
+        self.retired[pick] = RetiredToken {
+            used: true,
+            mac: *mac,
+            expire_unix_secs,
+        };
+    }
+
+    /// Remembers `addr` as recently disconnected until `now + RECENT_DISCONNECT_WINDOW`,
+    /// forgetting the oldest entry when the table is full.
+    fn remember_recent(&mut self, addr: SocketAddr, now: Duration) {
+        let until = now.saturating_add(RECENT_DISCONNECT_WINDOW);
+        if self.recent_order.len() >= self.recent_cap {
+            if let Some((old, t)) = self.recent_order.pop_front() {
+                if self.recent.get(&old) == Some(&t) {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+        self.recent_order.push_back((addr, until));
+        self.recent.insert(addr, until);
+    }
+
+    fn expire_recent(&mut self, now: Duration) {
+        while let Some(&(addr, until)) = self.recent_order.front() {
+            if until > now {
+                break;
+            }
+            self.recent_order.pop_front();
+            if self.recent.get(&addr) == Some(&until) {
+                self.recent.remove(&addr);
+            }
+        }
+    }
+
+    fn add_pending(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        tok: &ConnectTokenPrivate,
+        mac: &[u8; 16],
+        expire: u64,
+    ) {
         let entry = Pending {
             in_use: true,
             addr: from,
+            mac: *mac,
             c2s: tok.client_to_server_key,
             s2c: tok.server_to_client_key,
             timeout_secs: tok.timeout_secs,
@@ -429,7 +571,7 @@ impl Server {
         let mut pick = 0;
         let mut best: Option<Duration> = None;
         for (i, p) in self.pending.iter().enumerate() {
-            if !p.in_use || p.expired(now) {
+            if !p.in_use || p.expired(now, self.max_idle) {
                 pick = i;
                 break;
             }
@@ -534,9 +676,20 @@ impl Server {
             _ => return Err(DropReason::UnexpectedType),
         }
         match self.by_addr.get(&from).copied() {
-            None => Err(DropReason::UnknownAddress),
+            None => {
+                // Only the header was parsed: nothing is decrypted for a late packet.
+                if self
+                    .recent
+                    .get(&from)
+                    .is_some_and(|&until| now.mono < until)
+                {
+                    self.stats.late_after_disconnect += 1;
+                    return Ok(());
+                }
+                Err(DropReason::UnknownAddress)
+            }
             Some(Slot::Pending(i)) => {
-                if self.pending[i].expired(now) {
+                if self.pending[i].expired(now, self.max_idle) {
                     self.remove_pending(i);
                     return Err(DropReason::UnknownAddress);
                 }
@@ -579,6 +732,10 @@ impl Server {
             decrypt_challenge_token(&token, challenge_sequence, &self.challenge_key)
                 .ok_or(DropReason::ChallengeInvalid)?;
         self.pending[pidx].last_recv = now.mono;
+        if self.is_retired(&pending.mac, now.unix_secs) {
+            self.remove_pending(pidx);
+            return Err(DropReason::TokenRetired);
+        }
         if self.by_id.contains_key(&client_id) {
             return Err(DropReason::AlreadyConnected);
         }
@@ -604,6 +761,8 @@ impl Server {
         s.last_recv = now.mono;
         s.last_send = now.mono;
         s.replay.reset();
+        s.token_mac = pending.mac;
+        s.token_expire_unix_secs = pending.expire_unix_secs;
         self.by_addr.insert(from, Slot::Connected(idx));
         self.by_id.insert(client_id, idx);
         self.connected += 1;
@@ -646,7 +805,7 @@ impl Server {
                 });
             }
             PacketType::Disconnect => {
-                self.reset_session(idx);
+                self.reset_session(idx, Some(now.mono));
                 on_event(ServerEvent::Disconnected {
                     client: idx,
                     reason: DisconnectReason::ClientDisconnected,
@@ -657,7 +816,9 @@ impl Server {
         Ok(())
     }
 
-    fn reset_session(&mut self, idx: usize) {
+    /// Frees slot `idx` and retires its token. With `remember_addr_at`, the address is
+    /// remembered as recently disconnected from that time on.
+    fn reset_session(&mut self, idx: usize, remember_addr_at: Option<Duration>) {
         let s = &mut self.sessions[idx];
         if !s.connected {
             return;
@@ -667,6 +828,11 @@ impl Server {
         s.c2s = [0; 32];
         s.s2c = [0; 32];
         let (addr, id) = (s.addr, s.client_id);
+        let (mac, expire) = (s.token_mac, s.token_expire_unix_secs);
+        self.retire_token(&mac, expire);
+        if let Some(at) = remember_addr_at {
+            self.remember_recent(addr, at);
+        }
         if self.by_addr.get(&addr) == Some(&Slot::Connected(idx)) {
             self.by_addr.remove(&addr);
         }
@@ -675,8 +841,9 @@ impl Server {
         self.stats.disconnects += 1;
     }
 
-    /// Sends keep-alives to clients that were sent nothing for 100 ms, times out silent
-    /// clients (token timeout; `<= 0` disables) and expires stale pending handshakes.
+    /// Sends keep-alives to clients that were sent nothing for 100 ms, times out clients
+    /// silent for their token's timeout or [`Server::max_idle`], whichever is shorter (a
+    /// token timeout `<= 0` leaves only `max_idle`), and expires stale pending handshakes.
     pub fn update(
         &mut self,
         now: Now,
@@ -688,25 +855,25 @@ impl Server {
             if !s.connected {
                 continue;
             }
-            if let Some(t) = s.timeout {
-                if now.mono >= s.last_recv.saturating_add(t) {
-                    self.reset_session(idx);
-                    on_event(ServerEvent::Disconnected {
-                        client: idx,
-                        reason: DisconnectReason::TimedOut,
-                    });
-                    continue;
-                }
+            let t = effective_timeout(s.timeout, self.max_idle);
+            if now.mono >= s.last_recv.saturating_add(t) {
+                self.reset_session(idx, None);
+                on_event(ServerEvent::Disconnected {
+                    client: idx,
+                    reason: DisconnectReason::TimedOut,
+                });
+                continue;
             }
             if now.mono >= s.last_send.saturating_add(KEEP_ALIVE_INTERVAL) {
                 self.send_keep_alive(idx, now, tx);
             }
         }
         for i in 0..self.pending.len() {
-            if self.pending[i].in_use && self.pending[i].expired(now) {
+            if self.pending[i].in_use && self.pending[i].expired(now, self.max_idle) {
                 self.remove_pending(i);
             }
         }
+        self.expire_recent(now.mono);
     }
 
     /// Encrypts and sends a payload (1..=1200 bytes) to `client`. While the client is
@@ -746,7 +913,7 @@ impl Server {
         for _ in 0..NUM_DISCONNECT_PACKETS {
             self.send_session(client, now, PacketType::Disconnect, &[], tx);
         }
-        self.reset_session(client);
+        self.reset_session(client, Some(now.mono));
     }
 
     /// `disconnect` for every connected client.
@@ -779,6 +946,19 @@ impl Server {
     /// Whether new connections are accepted.
     pub fn is_accepting(&self) -> bool {
         self.accepting
+    }
+
+    /// Sets the server-side ceiling on idle time (default [`DEFAULT_MAX_IDLE`]): a session or
+    /// pending handshake that sends nothing for this long is timed out even if its connect
+    /// token's timeout is longer or disabled (`timeout_secs <= 0`). Values below
+    /// [`MIN_MAX_IDLE`] are raised to it. Applies to existing sessions from the next `update`.
+    pub fn set_max_idle(&mut self, max_idle: Duration) {
+        self.max_idle = max_idle.max(MIN_MAX_IDLE);
+    }
+
+    /// The server-side idle ceiling (see [`Server::set_max_idle`]).
+    pub fn max_idle(&self) -> Duration {
+        self.max_idle
     }
 
     /// Connected clients.
@@ -818,9 +998,168 @@ impl Server {
     }
 }
 
+/// Capacity of the retired-token table for `max_clients` slots: eight ended sessions per
+/// slot within one token lifetime (64 at least), like the connect token history.
+fn retired_capacity(max_clients: usize) -> usize {
+    (max_clients * 8).max(64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::{build_connect_token, ConnectTokenPublic, TokenParams};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn retired_token_in_a_pending_response_is_refused() {
+        let server_addr = addr(40000);
+        let cfg = ServerConfig {
+            protocol_id: 9,
+            private_key: [1; 32],
+            max_clients: 2,
+            public_addrs: vec![server_addr],
+        };
+        let mut s = Server::with_challenge_key(cfg, [2; 32]);
+        let now = Now {
+            mono: Duration::from_secs(1),
+            unix_secs: 1_000,
+        };
+        let tok = build_connect_token(
+            &TokenParams {
+                protocol_id: 9,
+                client_id: 5,
+                create_unix_secs: 1_000,
+                expire_secs: 60,
+                timeout_secs: 5,
+                server_addrs: &[server_addr],
+                user_data: [0; USER_DATA_BYTES],
+                private_key: &[1; 32],
+            },
+            [3; 24],
+            [4; 32],
+            [5; 32],
+        )
+        .unwrap_or_else(|_| unreachable!());
+        let public = ConnectTokenPublic::read(&tok).unwrap_or_else(|_| unreachable!());
+        let mut buf = [0u8; MAX_PACKET_BYTES];
+        let n = packet::encode(
+            &Packet::Request {
+                protocol_id: 9,
+                expire_unix_secs: public.expire_unix_secs,
+                nonce: public.nonce,
+                private_data: &public.private_data,
+            },
+            0,
+            9,
+            &[0; 32],
+            &mut buf,
+        )
+        .unwrap_or_else(|_| unreachable!());
+        let mut challenge = Vec::new();
+        let from = addr(50000);
+        s.handle_packet(
+            now,
+            from,
+            &buf[..n],
+            &mut |_, b| challenge = b.to_vec(),
+            &mut |_| {},
+        );
+        let mut scratch = [0u8; MAX_PACKET_BYTES];
+        let d = packet::decode(&challenge, 9, &[5; 32], &mut scratch)
+            .unwrap_or_else(|_| unreachable!());
+        let Packet::Challenge {
+            challenge_sequence,
+            token,
+        } = d.packet
+        else {
+            unreachable!()
+        };
+        let token = *token;
+        let n = packet::encode(
+            &Packet::Response {
+                challenge_sequence,
+                token: &token,
+            },
+            0,
+            9,
+            &[4; 32],
+            &mut buf,
+        )
+        .unwrap_or_else(|_| unreachable!());
+        // The token's session ended (elsewhere in time) while this handshake was pending.
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(&public.private_data[CONNECT_TOKEN_PRIVATE_BYTES - 16..]);
+        s.retire_token(&mac, public.expire_unix_secs);
+        let mut sent = 0;
+        let mut events = 0;
+        s.handle_packet(now, from, &buf[..n], &mut |_, _| sent += 1, &mut |_| {
+            events += 1
+        });
+        assert_eq!((sent, events), (0, 0));
+        assert_eq!(s.stats().dropped(DropReason::TokenRetired), 1);
+        assert_eq!(s.connected_clients(), 0);
+    }
+
+    #[test]
+    fn retired_table_is_bounded_and_evicts_the_soonest_expiry() {
+        let cfg = ServerConfig {
+            protocol_id: 1,
+            private_key: [1; 32],
+            max_clients: 1,
+            public_addrs: vec![],
+        };
+        let mut s = Server::with_challenge_key(cfg, [2; 32]);
+        let cap = s.retired.len();
+        assert_eq!(cap, retired_capacity(1));
+        let mac = |i: usize| {
+            let mut m = [0u8; 16];
+            m[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            m
+        };
+        // Expiries 1000 + i: entry 0 expires first.
+        for i in 0..cap {
+            s.retire_token(&mac(i), 1_000 + i as u64);
+        }
+        assert!((0..cap).all(|i| s.is_retired(&mac(i), 500)));
+        // Past its expiry a retired token no longer counts (it is refused as expired anyway).
+        assert!(!s.is_retired(&mac(0), 1_000));
+        // One more: the soonest-expiring entry (0) goes, the rest stay; the table never grows.
+        s.retire_token(&mac(cap), 5_000);
+        assert_eq!(s.retired.len(), cap);
+        assert!(!s.is_retired(&mac(0), 500));
+        assert!((1..=cap).all(|i| s.is_retired(&mac(i), 500)));
+        // Retiring the same MAC again reuses its entry.
+        s.retire_token(&mac(cap), 6_000);
+        assert_eq!(s.retired.iter().filter(|r| r.mac == mac(cap)).count(), 1);
+    }
+
+    #[test]
+    fn recent_disconnect_table_is_bounded() {
+        let cfg = ServerConfig {
+            protocol_id: 1,
+            private_key: [1; 32],
+            max_clients: 1,
+            public_addrs: vec![],
+        };
+        let mut s = Server::with_challenge_key(cfg, [2; 32]);
+        let cap = s.recent_cap;
+        let t = Duration::from_secs(1);
+        for i in 0..(3 * cap) {
+            s.remember_recent(addr(i as u16), t);
+            assert!(s.recent.len() <= cap && s.recent_order.len() <= cap);
+        }
+        // The newest are remembered, the oldest forgotten.
+        assert!(s.recent.contains_key(&addr((3 * cap - 1) as u16)));
+        assert!(!s.recent.contains_key(&addr(0)));
+        // Re-remembering one address keeps one map entry; expiry empties both.
+        s.remember_recent(addr(1), t);
+        s.remember_recent(addr(1), t);
+        s.expire_recent(t + RECENT_DISCONNECT_WINDOW);
+        assert!(s.recent.is_empty() && s.recent_order.is_empty());
+    }
 
     #[test]
     fn token_history_refuses_other_address() {

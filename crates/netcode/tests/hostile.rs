@@ -474,7 +474,21 @@ fn connected_client_packets() {
             reason: DisconnectReason::ClientDisconnected
         }]
     );
-    expect_drop(&mut s, now, from, &d, DropReason::UnknownAddress);
+    // The same packet again right away: a late redundant disconnect, counted but not a drop.
+    let before = s.stats().clone();
+    let (out, evs) = feed(&mut s, now, from, &d);
+    assert!(out.is_empty() && evs.is_empty());
+    assert_eq!(s.stats().total_drops(), before.total_drops());
+    assert_eq!(
+        s.stats().late_after_disconnect,
+        before.late_after_disconnect + 1
+    );
+    // Once the window has passed, it is an unknown address again.
+    let later = Now {
+        mono: now.mono + server::RECENT_DISCONNECT_WINDOW,
+        unix_secs: now.unix_secs + 5,
+    };
+    expect_drop(&mut s, later, from, &d, DropReason::UnknownAddress);
     assert_eq!(s.connected_clients(), 0);
 }
 
