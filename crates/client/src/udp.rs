@@ -7,7 +7,7 @@
 //! # fn demo(token: &[u8]) -> Result<(), tickwire_client::UdpClientError> {
 //! let mut client = tickwire_client::UdpClient::connect(token, Duration::from_secs(5))?;
 //! loop {
-//!     client.send_input(127, 0, 0)?;                       // move right
+//!     client.send_input(&[127, 0, 0])?;                    // the game's input frame
 //!     client.poll(Duration::from_millis(16), &mut |event| println!("{event:?}"))?;
 //! }
 //! # }
@@ -118,18 +118,13 @@ impl UdpClient {
     }
 
     /// Sends one input frame (with redundancy); returns its sequence number.
-    pub fn send_input(
-        &mut self,
-        move_x: i8,
-        move_y: i8,
-        buttons: u8,
-    ) -> Result<u32, UdpClientError> {
+    pub fn send_input(&mut self, frame: &[u8]) -> Result<u32, UdpClientError> {
         let now = now_from(self.start);
         let socket = &self.socket;
         let mut send_err = None;
         let seq = self
             .game
-            .send_input(now, move_x, move_y, buttons, &mut |to, bytes| {
+            .send_input(now, frame, &mut |to, bytes| {
                 if let Err(e) = socket.send_to(bytes, to) {
                     send_err = Some(e);
                 }

@@ -4,9 +4,47 @@
 //! order at the tick. It never allocates after construction; when full, the oldest frame is
 //! dropped so the newest intent always gets through, and the caller counts the drop.
 
-use tickwire_proto::InputFrame;
+use tickwire_proto::MAX_INPUT_BYTES;
 
 use crate::INPUT_QUEUE_FRAMES;
+
+/// One queued input frame: its sequence number and the game's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputFrame {
+    /// Client input sequence number.
+    pub seq: u32,
+    len: u8,
+    bytes: [u8; MAX_INPUT_BYTES],
+}
+
+impl Default for InputFrame {
+    fn default() -> Self {
+        InputFrame {
+            seq: 0,
+            len: 0,
+            bytes: [0; MAX_INPUT_BYTES],
+        }
+    }
+}
+
+impl InputFrame {
+    /// A frame (`bytes` longer than [`MAX_INPUT_BYTES`] is cut).
+    pub fn new(seq: u32, bytes: &[u8]) -> Self {
+        let len = bytes.len().min(MAX_INPUT_BYTES);
+        let mut f = InputFrame {
+            seq,
+            len: len as u8,
+            bytes: [0; MAX_INPUT_BYTES],
+        };
+        f.bytes[..len].copy_from_slice(&bytes[..len]);
+        f
+    }
+
+    /// The game's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
 
 /// Ring buffer of [`INPUT_QUEUE_FRAMES`] input frames.
 #[derive(Debug, Clone)]
@@ -71,10 +109,7 @@ mod tests {
     use super::*;
 
     fn frame(seq: u32) -> InputFrame {
-        InputFrame {
-            seq,
-            ..InputFrame::default()
-        }
+        InputFrame::new(seq, &[seq as u8, 1, 2])
     }
 
     #[test]
@@ -85,6 +120,7 @@ mod tests {
         }
         let popped: Vec<u32> = std::iter::from_fn(|| q.pop()).map(|f| f.seq).collect();
         assert_eq!(popped, vec![1, 2, 3, 4, 5]);
+        assert_eq!(frame(7).bytes(), &[7, 1, 2]);
         assert!(q.is_empty());
     }
 

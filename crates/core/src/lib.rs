@@ -1,36 +1,40 @@
-//! tickwire-core: the sans-IO game server.
+//! tickwire-core: the sans-IO game server, for any game.
 //!
-//! [`GameServer`] joins the three sans-IO layers: the netcode.io session layer
-//! ([`tickwire_netcode::Server`]), the game messages ([`tickwire_proto`]) and the world
-//! ([`tickwire_sim::World`]). It never touches a socket or reads the clock: the shell hands it
-//! datagrams and the current [`Now`], and it hands datagrams back through a `tx` callback.
+//! [`GameServer`] joins the netcode.io session layer ([`tickwire_netcode::Server`]), the game
+//! messages ([`tickwire_proto`]) and a game (any [`tickwire_game::Game`]). It knows no game: it
+//! owns sessions, input sequencing (redundant copies recognised by sequence number, each frame
+//! handed to the game once, in order), the welcome, acks, snapshot framing and the choice of
+//! entities each player sees ([`interest`]), reliable events ([`tickwire_proto::reliable`]),
+//! A2S queries and the recording of everything that changed the game ([`record`]). It never
+//! touches a socket or reads the clock: the shell hands it datagrams and the current [`Now`],
+//! and it hands datagrams back through a `tx` callback.
 //!
 //! Calling pattern (see docs/architecture.md, "The tick loop"):
 //!
 //! ```text
 //! between ticks: server.handle_datagram(now, peer, bytes, &mut tx)   // any number of times
 //! at the deadline: server.tick(now, &mut tx)                         // exactly once per tick
-//! at exit:         server.shutdown(&mut tx)
+//! at exit:         server.broadcast_bye(..); a tick or two later server.shutdown(&mut tx)
 //! ```
-//!
-//! Inputs: every input frame a client sends is queued once (redundant copies are recognised
-//! by sequence number and ignored) in a fixed-capacity per-client queue. At the tick all queued
-//! frames are applied in sequence order, each exactly once, then the world steps once. Each
-//! snapshot then reports the last sequence applied for that client.
 #![forbid(unsafe_code)]
 
 pub mod a2s;
 mod input_queue;
+pub mod interest;
+pub mod record;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use tickwire_game::{Game, GameConfig, GameEntry, GameSpec, PlayerId};
 pub use tickwire_netcode::{DenyReason, DisconnectReason, DropReason, Key, Now, ServerStats};
+pub use tickwire_proto::reliable::{ChannelConfig, ChannelError};
 pub use tickwire_proto::ByeReason;
-use tickwire_proto::{ClientMessage, EntityState, ServerMessage, Snapshot, Welcome};
-use tickwire_sim::{EntityId, EntityView, PlayerInput, World, WorldConfig};
+use tickwire_proto::{reliable::Channel, ClientMessage, Welcome, NO_ENTITY};
 
-pub use input_queue::InputQueue;
+use tickwire_game::{Outbox, View, NO_OWNER};
+
+pub use input_queue::{InputFrame, InputQueue};
 
 /// Capacity of each client's input queue, in frames. At one input per tick this is a quarter
 /// second of inputs; a client further ahead than that loses its oldest queued frames (counted).
@@ -40,6 +44,9 @@ pub const INPUT_QUEUE_FRAMES: usize = 16;
 pub const WELCOME_RESEND_TICKS: u32 = 8;
 /// Most welcome messages sent to one client.
 pub const WELCOME_MAX_SENDS: u32 = 8;
+/// Most reliable-channel packets sent to one client per tick (a 64 KiB event takes ~64
+/// packets: about four ticks at this rate, at ~0.5 Mbit/s per client while it lasts).
+pub const RELIABLE_PACKETS_PER_TICK: usize = 16;
 
 /// Everything [`GameServer::new`] needs. Built by the binary from its validated config.
 #[derive(Clone, Debug)]
@@ -54,11 +61,11 @@ pub struct CoreConfig {
     pub public_addrs: Vec<SocketAddr>,
     /// The fixed simulation step, told to clients in the welcome message.
     pub tick_ms: u16,
-    /// The world.
-    pub world: WorldConfig,
     /// Most entities in one snapshot (nearest first); capped at
-    /// [`tickwire_proto::MAX_SNAPSHOT_ENTITIES`].
+    /// [`tickwire_proto::max_snapshot_entities`] for the game's field count.
     pub snapshot_max_entities: usize,
+    /// Reliable event channel limits (per client, each direction).
+    pub channel: ChannelConfig,
     /// Answer Valve A2S server queries on the game port (`None`: drop them, counted).
     pub query: Option<QueryConfig>,
 }
@@ -79,7 +86,7 @@ pub struct QueryConfig {
 /// Counters the core keeps beside the netcode layer's [`ServerStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CoreStats {
-    /// Input frames applied to the world (each exactly once).
+    /// Input frames handed to the game (each exactly once).
     pub inputs_applied: u64,
     /// Input frames received for the first time and queued.
     pub inputs_queued: u64,
@@ -95,8 +102,29 @@ pub struct CoreStats {
     pub sends_failed: u64,
     /// A2S queries answered (challenge or full reply).
     pub queries_answered: u64,
-    /// A2S-prefixed datagrams dropped: malformed, or queries turned off.
+    /// A2S-prefixed datagrams dropped: malformed, rate-limited, or queries turned off.
     pub queries_dropped: u64,
+    /// A2S queries dropped by the rate limits (per source or overall); also in
+    /// `queries_dropped`.
+    pub queries_rate_limited: u64,
+    /// Bytes of A2S requests received.
+    pub query_bytes_in: u64,
+    /// Bytes of A2S replies sent.
+    pub query_bytes_out: u64,
+    /// Game events queued for delivery (per recipient).
+    pub events_queued: u64,
+    /// Game events refused because they exceed the message limit.
+    pub events_too_large: u64,
+    /// Game events refused because the client fell too far behind (its backlog is full).
+    pub events_backlog: u64,
+    /// Reliable messages from clients handed to the game.
+    pub messages_received: u64,
+    /// Reliable channel packets that did not decode (dropped).
+    pub reliable_malformed: u64,
+    /// Reliable channel packets sent.
+    pub reliable_packets_sent: u64,
+    /// Players the game refused at join (full).
+    pub joins_refused: u64,
 }
 
 /// What one [`GameServer::tick`] did, for metrics.
@@ -110,16 +138,26 @@ pub struct TickReport {
     pub snapshot_bytes: usize,
     /// Input frames applied this tick.
     pub inputs_applied: usize,
+    /// Entities the game showed this tick.
+    pub entities: usize,
+}
+
+/// A game event the core refused, for the shell to log (rate-limited) beside the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRefused {
+    /// The player it was for.
+    pub player: PlayerId,
+    /// Why.
+    pub error: ChannelError,
 }
 
 /// One connected player.
 #[derive(Debug)]
 struct Player {
-    entity: EntityId,
     inputs: InputQueue,
     /// Newest input sequence received (queued), if any.
     last_received_seq: Option<u32>,
-    /// Newest input sequence applied to the world (0 before the first).
+    /// Newest input sequence applied (0 before the first).
     last_applied_seq: u32,
     /// When the player joined (for A2S_PLAYER durations).
     joined: Duration,
@@ -127,36 +165,61 @@ struct Player {
     ack_tick: u32,
     /// Welcome messages sent so far (resent until the client acknowledges a snapshot).
     welcomes_sent: u32,
+    /// Reliable events both ways.
+    channel: Channel,
+}
+
+/// The game and what the core keeps for it, borrowed apart from the netcode server.
+struct GameSide {
+    game: Box<dyn Game>,
+    spec: GameSpec,
+    outbox: Outbox,
+    recorder: Option<record::Recorder>,
+    /// The newest refused event, for the shell's log.
+    last_refused: Option<EventRefused>,
 }
 
 /// The sans-IO game server. See the crate docs for the calling pattern.
 pub struct GameServer {
     netcode: tickwire_netcode::Server,
-    world: World,
-    /// Indexed by netcode client index; allocated for `max_players` up front.
+    side: GameSide,
+    /// Indexed by netcode client index (= [`PlayerId`]); allocated for `max_players` up front.
     players: Vec<Option<Player>>,
+    channel_cfg: ChannelConfig,
     tick: u32,
     tick_ms: u16,
     snapshot_max_entities: usize,
     stats: CoreStats,
-    /// Reused per snapshot: the nearest entities.
-    views: Vec<EntityView>,
-    /// Reused per snapshot: the message being encoded.
-    snapshot: Snapshot,
+    /// This tick's entities, as the game showed them.
+    view: View,
+    /// Nearest-entity index over `view`.
+    interest: interest::Interest,
+    /// Each view entity pre-encoded (id and fields), once per tick.
+    entity_bytes: Vec<u8>,
+    /// `entity_offsets[i]..entity_offsets[i + 1]` is entity i's encoding.
+    entity_offsets: Vec<u32>,
+    /// Per player: the view index of their entity this tick ([`NO_INDEX`] when none).
+    player_entity: Vec<u32>,
+    /// Per player: viewpoint without an entity.
+    player_focus: Vec<Option<(i32, i32)>>,
+    /// Reused per snapshot: chosen view indices.
+    near: Vec<u32>,
     /// Reused per message: the encoded payload.
     payload: Vec<u8>,
     /// A2S responder and what it reports; `None` when queries are off.
     query: Option<(a2s::A2sResponder, QueryConfig)>,
 }
 
+const NO_INDEX: u32 = u32::MAX;
+
 impl GameServer {
-    /// Builds a server with every table allocated for `cfg.max_players`.
-    pub fn new(cfg: CoreConfig) -> Self {
+    /// Builds a server around `game` with every table allocated for `cfg.max_players`.
+    pub fn new(cfg: CoreConfig, game: Box<dyn Game>) -> Self {
+        let spec = game.spec();
+        let fields = spec.entity_fields.min(tickwire_proto::MAX_ENTITY_FIELDS);
         let max_entities = cfg
             .snapshot_max_entities
-            .clamp(1, tickwire_proto::MAX_SNAPSHOT_ENTITIES);
-        let mut world_cfg = cfg.world;
-        world_cfg.max_players = world_cfg.max_players.max(cfg.max_players);
+            .clamp(1, tickwire_proto::max_snapshot_entities(fields));
         let netcode = tickwire_netcode::Server::new(tickwire_netcode::ServerConfig {
             protocol_id: cfg.protocol_id,
             private_key: cfg.private_key,
@@ -167,23 +230,50 @@ impl GameServer {
         players.resize_with(cfg.max_players, || None);
         GameServer {
             netcode,
-            world: World::new(world_cfg),
+            side: GameSide {
+                game,
+                spec,
+                outbox: Outbox::new(),
+                recorder: None,
+                last_refused: None,
+            },
             players,
+            channel_cfg: cfg.channel,
             tick: 0,
             tick_ms: cfg.tick_ms,
             snapshot_max_entities: max_entities,
             stats: CoreStats::default(),
-            views: Vec::with_capacity(max_entities),
-            snapshot: Snapshot {
-                entities: Vec::with_capacity(max_entities),
-                ..Snapshot::default()
-            },
+            view: View::new(fields, cfg.max_players),
+            interest: interest::Interest::new(),
+            entity_bytes: Vec::new(),
+            entity_offsets: Vec::new(),
+            player_entity: vec![NO_INDEX; cfg.max_players],
+            player_focus: vec![None; cfg.max_players],
+            near: Vec::with_capacity(max_entities),
             payload: vec![0; a2s::MAX_REPLY_BYTES.max(tickwire_proto::MAX_PAYLOAD_BYTES)],
             query: cfg.query.map(|q| (a2s::A2sResponder::new(q.secret), q)),
         }
     }
 
-    /// Handles one datagram from `from`. Replies (handshake, welcome) go out through `tx`.
+    /// Records every call that changes the game from now on (see [`record`]). Call before the
+    /// first tick so the recording can be replayed from the game's initial state.
+    pub fn start_recording(&mut self, recorder: record::Recorder) {
+        self.side.recorder = Some(recorder);
+    }
+
+    /// Flushes and returns the recorder (with its error, if writing failed).
+    pub fn stop_recording(&mut self) -> Option<record::Recorder> {
+        let mut rec = self.side.recorder.take()?;
+        rec.flush();
+        Some(rec)
+    }
+
+    /// The recorder, to check for a write error.
+    pub fn recorder(&self) -> Option<&record::Recorder> {
+        self.side.recorder.as_ref()
+    }
+
+    /// Handles one datagram from `from`. Replies (handshake) go out through `tx`.
     pub fn handle_datagram(
         &mut self,
         now: Now,
@@ -197,65 +287,73 @@ impl GameServer {
             self.handle_query(now, from, bytes, tx);
             return;
         }
-        let mut joined = None;
+        let mut refused = None;
         let GameServer {
             netcode,
-            world,
+            side,
             players,
             stats,
+            channel_cfg,
             ..
         } = self;
         netcode.handle_packet(now, from, bytes, tx, &mut |event| {
-            if let Some(client) = on_event(now, world, players, stats, event) {
-                joined = Some(client);
+            if let Some(client) = on_event(now, side, players, stats, channel_cfg, event) {
+                refused = Some(client);
             }
         });
-        if let Some(client) = joined {
-            self.send_welcome(now, client, tx);
+        if let Some(client) = refused {
+            self.refuse(now, client, tx);
         }
     }
 
-    /// Runs one tick: session upkeep (keep-alives, timeouts), applies every queued input in
-    /// order, steps the world once, and sends each connected client one snapshot.
+    /// Runs one tick: session upkeep (keep-alives, timeouts), hands every queued input to the
+    /// game in order, steps the game once, and sends each connected client its welcome (until
+    /// acknowledged), its due reliable events and one snapshot.
     pub fn tick(&mut self, now: Now, tx: &mut dyn FnMut(SocketAddr, &[u8])) -> TickReport {
         {
             let GameServer {
                 netcode,
-                world,
+                side,
                 players,
                 stats,
+                channel_cfg,
                 ..
             } = self;
             netcode.update(now, tx, &mut |event| {
                 // A player never joins in update(); only timeouts arrive here.
-                let _ = on_event(now, world, players, stats, event);
+                let _ = on_event(now, side, players, stats, channel_cfg, event);
             });
         }
 
         let mut report = TickReport::default();
-        for player in self.players.iter_mut().flatten() {
+        for (p, slot) in self.players.iter_mut().enumerate() {
+            let Some(player) = slot else { continue };
             while let Some(frame) = player.inputs.pop() {
-                self.world.apply_input(
-                    player.entity,
-                    PlayerInput {
-                        move_x: frame.move_x,
-                        move_y: frame.move_y,
-                        buttons: frame.buttons,
-                    },
-                );
+                let bytes = frame.bytes();
+                if let Some(rec) = &mut self.side.recorder {
+                    rec.input(p as PlayerId, bytes);
+                }
+                self.side.game.input(p as PlayerId, bytes);
                 player.last_applied_seq = frame.seq;
                 report.inputs_applied += 1;
             }
         }
         self.stats.inputs_applied += report.inputs_applied as u64;
-        self.world.step();
+        self.side.game.step(&mut self.side.outbox);
         self.tick = self.tick.wrapping_add(1);
         report.tick = self.tick;
+        if let Some(rec) = &mut self.side.recorder {
+            rec.step(self.tick, self.side.game.state_hash());
+        }
+        route_outbox(&mut self.side, &mut self.players, &mut self.stats);
+        self.build_view();
+        report.entities = self.view.len();
 
         for client in 0..self.players.len() {
             if self.welcome_due(client) {
                 self.send_welcome(now, client, tx);
             }
+            self.send_reliable(now, client, tx);
             if let Some(bytes) = self.send_snapshot(now, client, tx) {
                 report.snapshots += 1;
                 report.snapshot_bytes += bytes;
@@ -264,15 +362,18 @@ impl GameServer {
         report
     }
 
-    /// Tells every client the server is going away (a `Bye` message, then netcode's redundant
-    /// disconnect packets) and frees their sessions.
-    pub fn shutdown(&mut self, now: Now, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
-        self.broadcast_bye(now, ByeReason::ServerShutdown, tx);
+    /// Ends every session at once: netcode's redundant disconnect packets, and the game is told
+    /// each player left. Send [`GameServer::broadcast_bye`] a tick or two before, so clients
+    /// read the `Bye` before their netcode library drops the connection.
+    pub fn shutdown(&mut self, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
         self.netcode.disconnect_all(tx);
-        for slot in self.players.iter_mut() {
-            if let Some(player) = slot.take() {
-                self.world.despawn(player.entity);
+        for p in 0..self.players.len() {
+            if self.players[p].take().is_some() {
+                self.leave(p);
             }
+        }
+        if let Some(rec) = &mut self.side.recorder {
+            rec.flush();
         }
     }
 
@@ -283,8 +384,7 @@ impl GameServer {
         reason: ByeReason,
         tx: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
-        let msg = ServerMessage::Bye { reason };
-        let len = match tickwire_proto::encode_server(&msg, &mut self.payload) {
+        let len = match tickwire_proto::encode_bye(reason, &mut self.payload) {
             Ok(len) => len,
             Err(_) => return,
         };
@@ -326,9 +426,29 @@ impl GameServer {
         self.tick
     }
 
-    /// The world, for inspection (tests, tools).
-    pub fn world(&self) -> &World {
-        &self.world
+    /// The game, for inspection (tests, tools).
+    pub fn game(&self) -> &dyn Game {
+        &*self.side.game
+    }
+
+    /// What the game said about itself.
+    pub fn spec(&self) -> &GameSpec {
+        &self.side.spec
+    }
+
+    /// The game state hash now.
+    pub fn state_hash(&self) -> u64 {
+        self.side.game.state_hash()
+    }
+
+    /// This tick's entities as the game showed them (after the last [`GameServer::tick`]).
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Most entities in one snapshot, after the field-count cap.
+    pub fn snapshot_max_entities(&self) -> usize {
+        self.snapshot_max_entities
     }
 
     /// Game-layer counters.
@@ -336,14 +456,21 @@ impl GameServer {
         &self.stats
     }
 
+    /// Takes the newest game event the core refused since the last call (for the log).
+    pub fn take_refused_event(&mut self) -> Option<EventRefused> {
+        self.side.last_refused.take()
+    }
+
     /// Session-layer counters: packets, bytes, drops and denies by reason.
     pub fn netcode_stats(&self) -> &ServerStats {
         self.netcode.stats()
     }
 
-    /// The entity a connected client controls.
-    pub fn player_entity(&self, client: usize) -> Option<EntityId> {
-        self.players.get(client)?.as_ref().map(|p| p.entity)
+    /// The entity a connected client controls this tick, if any.
+    pub fn player_entity(&self, client: usize) -> Option<u32> {
+        self.players.get(client)?.as_ref()?;
+        let i = *self.player_entity.get(client)?;
+        (i != NO_INDEX).then(|| self.view.ids[i as usize])
     }
 
     /// The newest input sequence applied for a connected client.
@@ -354,6 +481,81 @@ impl GameServer {
             .map(|p| p.last_applied_seq)
     }
 
+    /// Queues a reliable event for a connected client (as a game's `Outbox` would).
+    pub fn send_event(&mut self, client: usize, msg: &[u8]) -> Result<(), ChannelError> {
+        let player = self
+            .players
+            .get_mut(client)
+            .and_then(Option::as_mut)
+            .ok_or(ChannelError::TooLarge { len: 0, max: 0 })?;
+        let r = player.channel.send(msg);
+        count_event(&mut self.stats, &mut self.side.last_refused, client, r);
+        r
+    }
+
+    /// The game refused a player: tell them why and end the session.
+    fn refuse(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        self.stats.joins_refused += 1;
+        if let Ok(len) = tickwire_proto::encode_bye(ByeReason::ServerFull, &mut self.payload) {
+            let _ = self
+                .netcode
+                .send_payload(now, client, &self.payload[..len], tx);
+        }
+        self.players[client] = None;
+        self.netcode.disconnect(client, tx);
+    }
+
+    fn leave(&mut self, p: usize) {
+        if let Some(rec) = &mut self.side.recorder {
+            rec.leave(p as PlayerId);
+        }
+        self.side
+            .game
+            .leave(p as PlayerId, &mut self.side.outbox);
+        route_outbox(&mut self.side, &mut self.players, &mut self.stats);
+    }
+
+    /// Asks the game for this tick's entities, indexes them, and pre-encodes each once.
+    fn build_view(&mut self) {
+        self.view.clear();
+        self.side.game.view(&mut self.view);
+        let v = &self.view;
+        self.interest.rebuild(&v.ids, &v.xs, &v.ys);
+        let n = v.len();
+        let fields = v.fields_per_entity();
+        self.entity_bytes
+            .resize(n * tickwire_proto::entity_max_bytes(fields), 0);
+        self.entity_offsets.clear();
+        let mut at = 0;
+        self.entity_offsets.push(0);
+        for i in 0..n {
+            // Sized for the worst case above, so this cannot fail.
+            let _ = tickwire_proto::write_snapshot_entity(
+                &mut self.entity_bytes,
+                &mut at,
+                v.ids[i],
+                v.fields_of(i),
+            );
+            self.entity_offsets.push(at as u32);
+        }
+        self.player_entity.fill(NO_INDEX);
+        self.player_focus.fill(None);
+        for (i, &owner) in v.owners.iter().enumerate() {
+            if owner != NO_OWNER {
+                if let Some(slot) = self.player_entity.get_mut(owner as usize) {
+                    if *slot == NO_INDEX {
+                        *slot = i as u32;
+                    }
+                }
+            }
+        }
+        for f in &v.focus {
+            if let Some(slot) = self.player_focus.get_mut(f.player as usize) {
+                *slot = Some((f.x, f.y));
+            }
+        }
+    }
+
     /// Answers one A2S query (or drops it, counted).
     fn handle_query(
         &mut self,
@@ -362,6 +564,7 @@ impl GameServer {
         bytes: &[u8],
         tx: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
+        self.stats.query_bytes_in += bytes.len() as u64;
         let Some((responder, cfg)) = &self.query else {
             self.stats.queries_dropped += 1;
             return;
@@ -370,48 +573,58 @@ impl GameServer {
             cfg,
             now,
             players: &self.players,
+            game: &*self.side.game,
+            spec: &self.side.spec,
             connected: self.netcode.connected_clients(),
             max_players: self.netcode.max_clients(),
             tick_ms: self.tick_ms,
-            seed: self.world.config().seed,
         };
-        match responder.handle(now.mono.as_secs(), from, bytes, &source, &mut self.payload) {
+        match responder.handle_at(now.mono, from, bytes, &source, &mut self.payload) {
             Ok(Some(len)) => {
                 self.stats.queries_answered += 1;
+                self.stats.query_bytes_out += len as u64;
                 tx(from, &self.payload[..len]);
+            }
+            Err(a2s::A2sError::RateLimited(_)) => {
+                self.stats.queries_dropped += 1;
+                self.stats.queries_rate_limited += 1;
             }
             Ok(None) | Err(_) => self.stats.queries_dropped += 1,
         }
     }
 
-    /// The welcome is unreliable like everything else, so it is resent every
-    /// [`WELCOME_RESEND_TICKS`] ticks, at most [`WELCOME_MAX_SENDS`] times, until the client
-    /// acknowledges a snapshot (an acknowledging client has its id from `you` in any case).
+    /// The welcome is unreliable like snapshots, so it is sent at the first tick after the
+    /// join (when the player's entity is known), then every [`WELCOME_RESEND_TICKS`] ticks, at
+    /// most [`WELCOME_MAX_SENDS`] times, until the client acknowledges a snapshot.
     fn welcome_due(&self, client: usize) -> bool {
         match &self.players[client] {
             Some(p) => {
                 p.ack_tick == 0
                     && p.welcomes_sent < WELCOME_MAX_SENDS
-                    && self.tick % WELCOME_RESEND_TICKS == 0
+                    && (p.welcomes_sent == 0 || self.tick % WELCOME_RESEND_TICKS == 0)
             }
             None => false,
         }
     }
 
     fn send_welcome(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        let you = self.player_entity(client).unwrap_or(NO_ENTITY);
         let Some(player) = self.players.get_mut(client).and_then(Option::as_mut) else {
             return;
         };
         player.welcomes_sent += 1;
-        let cfg = self.world.config();
-        let msg = ServerMessage::Welcome(Welcome {
-            player_id: player.entity,
+        let spec = &self.side.spec;
+        let msg = Welcome {
+            player_id: you,
             tick_ms: self.tick_ms,
             tick: self.tick,
-            arena_width: cfg.width,
-            arena_height: cfg.height,
-        });
-        if let Ok(len) = tickwire_proto::encode_server(&msg, &mut self.payload) {
+            protocol_version: tickwire_proto::PROTOCOL_VERSION,
+            game: spec.name.clone(),
+            game_version: spec.version,
+            input_bytes: spec.input_bytes as u8,
+            entity_fields: spec.entity_fields as u8,
+        };
+        if let Ok(len) = tickwire_proto::encode_welcome(&msg, &mut self.payload) {
             if self
                 .netcode
                 .send_payload(now, client, &self.payload[..len], tx)
@@ -422,7 +635,34 @@ impl GameServer {
         }
     }
 
-    /// Builds, encodes and sends one client's snapshot; returns its payload size.
+    /// Sends the client's due reliable-channel packets (new fragments, resends, acks).
+    fn send_reliable(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+        let Some(player) = self.players.get_mut(client).and_then(Option::as_mut) else {
+            return;
+        };
+        for _ in 0..RELIABLE_PACKETS_PER_TICK {
+            self.payload[0] = tickwire_proto::tag::SERVER_RELIABLE;
+            let end = tickwire_proto::MAX_PAYLOAD_BYTES;
+            let Some(n) = player
+                .channel
+                .poll_packet(now.mono, &mut self.payload[1..end])
+            else {
+                break;
+            };
+            if self
+                .netcode
+                .send_payload(now, client, &self.payload[..1 + n], tx)
+                .is_err()
+            {
+                self.stats.sends_failed += 1;
+                break;
+            }
+            self.stats.reliable_packets_sent += 1;
+        }
+    }
+
+    /// Builds and sends one client's snapshot from the pre-encoded entities; returns its
+    /// payload size.
     fn send_snapshot(
         &mut self,
         now: Now,
@@ -430,28 +670,38 @@ impl GameServer {
         tx: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> Option<usize> {
         let player = self.players[client].as_ref()?;
-        self.world
-            .nearest(player.entity, self.snapshot_max_entities, &mut self.views);
-        self.snapshot.tick = self.tick;
-        self.snapshot.last_input_seq = player.last_applied_seq;
-        self.snapshot.you = player.entity;
-        self.snapshot.entities.clear();
-        self.snapshot
-            .entities
-            .extend(self.views.iter().map(|v| EntityState {
-                id: v.id,
-                x: v.x,
-                y: v.y,
-            }));
-        // MAX_SNAPSHOT_ENTITIES is derived from the worst-case encoding, so this cannot fail;
-        // if it ever did, the snapshot is skipped and counted rather than sent truncated.
-        let len = match tickwire_proto::encode_snapshot(&self.snapshot, &mut self.payload) {
-            Ok(len) => len,
-            Err(_) => {
-                self.stats.sends_failed += 1;
-                return None;
-            }
+        let own = self.player_entity[client];
+        let (first, x, y) = if own != NO_INDEX {
+            let i = own as usize;
+            (Some(own), self.view.xs[i], self.view.ys[i])
+        } else {
+            let (x, y) = self.player_focus[client].unwrap_or((0, 0));
+            (None, x, y)
         };
+        self.interest
+            .nearest(x, y, first, self.snapshot_max_entities, &mut self.near);
+        let you = first.map_or(NO_ENTITY, |i| self.view.ids[i as usize]);
+        // The entity count is capped so the worst case fits MAX_PAYLOAD_BYTES (see
+        // tickwire_proto::max_snapshot_entities); a failure would be skipped and counted.
+        let Some(mut at) = tickwire_proto::write_snapshot_header(
+            &mut self.payload,
+            self.tick,
+            player.last_applied_seq,
+            you,
+            self.near.len(),
+        ) else {
+            self.stats.sends_failed += 1;
+            return None;
+        };
+        for &i in &self.near {
+            let (a, b) = (
+                self.entity_offsets[i as usize] as usize,
+                self.entity_offsets[i as usize + 1] as usize,
+            );
+            self.payload[at..at + (b - a)].copy_from_slice(&self.entity_bytes[a..b]);
+            at += b - a;
+        }
+        let len = at;
         if self
             .netcode
             .send_payload(now, client, &self.payload[..len], tx)
@@ -466,24 +716,72 @@ impl GameServer {
     }
 }
 
+/// Counts one event send result.
+fn count_event(
+    stats: &mut CoreStats,
+    last_refused: &mut Option<EventRefused>,
+    player: usize,
+    r: Result<(), ChannelError>,
+) {
+    match r {
+        Ok(()) => stats.events_queued += 1,
+        Err(error) => {
+            match error {
+                ChannelError::TooLarge { .. } => stats.events_too_large += 1,
+                _ => stats.events_backlog += 1,
+            }
+            *last_refused = Some(EventRefused {
+                player: player as PlayerId,
+                error,
+            });
+        }
+    }
+}
+
+/// Delivers the game's queued events into the players' reliable channels.
+fn route_outbox(side: &mut GameSide, players: &mut [Option<Player>], stats: &mut CoreStats) {
+    if side.outbox.is_empty() {
+        return;
+    }
+    for (to, msg) in side.outbox.drain() {
+        match to {
+            Some(p) => {
+                if let Some(player) = players.get_mut(p as usize).and_then(Option::as_mut) {
+                    let r = player.channel.send(&msg);
+                    count_event(stats, &mut side.last_refused, p as usize, r);
+                }
+            }
+            None => {
+                for (p, slot) in players.iter_mut().enumerate() {
+                    if let Some(player) = slot {
+                        let r = player.channel.send(&msg);
+                        count_event(stats, &mut side.last_refused, p, r);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What A2S queries see of the server, borrowed for one query.
 struct QuerySource<'a> {
     cfg: &'a QueryConfig,
     now: Now,
     players: &'a [Option<Player>],
+    game: &'a dyn Game,
+    spec: &'a GameSpec,
     connected: usize,
     max_players: usize,
     tick_ms: u16,
-    seed: u64,
 }
 
 impl a2s::A2sSource for QuerySource<'_> {
     fn info(&self) -> a2s::A2sInfo<'_> {
         a2s::A2sInfo {
             name: &self.cfg.name,
-            map: "arena",
+            map: &self.spec.map,
             folder: "tickwire",
-            game: "Tickwire",
+            game: &self.spec.name,
             // A2S counts are one byte; larger servers report 255.
             players: self.connected.min(255) as u8,
             max_players: self.max_players.min(255) as u8,
@@ -494,15 +792,16 @@ impl a2s::A2sSource for QuerySource<'_> {
     }
 
     fn for_each_player(&self, f: &mut dyn FnMut(a2s::A2sPlayer<'_>)) {
-        // Players have no names in this protocol: report their entity ids.
+        // Players have no names in this protocol: report their slots.
         let mut name = String::with_capacity(16);
-        for p in self.players.iter().flatten() {
+        for (slot, p) in self.players.iter().enumerate() {
+            let Some(p) = p else { continue };
             use std::fmt::Write;
             name.clear();
-            let _ = write!(name, "player-{}", p.entity);
+            let _ = write!(name, "player-{slot}");
             f(a2s::A2sPlayer {
                 name: &name,
-                score: 0,
+                score: self.game.score(slot as PlayerId),
                 duration_secs: self.now.mono.saturating_sub(p.joined).as_secs_f32(),
             });
         }
@@ -510,74 +809,132 @@ impl a2s::A2sSource for QuerySource<'_> {
 
     fn for_each_rule(&self, f: &mut dyn FnMut(&str, &str)) {
         f("version", env!("CARGO_PKG_VERSION"));
+        f("game", &self.spec.name);
         f("tick_ms", &self.tick_ms.to_string());
         f("max_players", &self.max_players.to_string());
         f("players", &self.connected.to_string());
-        f("world_seed", &self.seed.to_string());
         for (name, value) in &self.cfg.rules {
             f(name, value);
         }
     }
 }
 
-/// Applies one netcode event to the game state; returns the client index of a player who just
-/// joined (so the caller can welcome them once the netcode borrow ends).
+/// Whether input sequence `seq` is newer than `last`, on the wrapping sequence circle (half
+/// the space ahead is newer), so sequences survive wrapping at `u32::MAX`.
+pub fn seq_newer(seq: u32, last: u32) -> bool {
+    let d = seq.wrapping_sub(last);
+    d != 0 && d < 1 << 31
+}
+
+/// Applies one netcode event; returns the client index of a player the game refused (so the
+/// caller can tell them and end the session once the netcode borrow ends).
 fn on_event(
     now: Now,
-    world: &mut World,
+    side: &mut GameSide,
     players: &mut [Option<Player>],
     stats: &mut CoreStats,
+    channel_cfg: &ChannelConfig,
     event: tickwire_netcode::ServerEvent<'_>,
 ) -> Option<usize> {
     use tickwire_netcode::ServerEvent;
     match event {
         ServerEvent::Connected { client, .. } => {
             let slot = players.get_mut(client)?;
-            if let Some(old) = slot.take() {
-                world.despawn(old.entity);
+            if slot.take().is_some() {
+                if let Some(rec) = &mut side.recorder {
+                    rec.leave(client as PlayerId);
+                }
+                side.game.leave(client as PlayerId, &mut side.outbox);
             }
-            // The world is sized for max_players, so a free slot always has room; a world
-            // that is full anyway leaves the session without a body until it disconnects.
-            let entity = world.spawn()?;
             *slot = Some(Player {
-                entity,
                 inputs: InputQueue::new(),
                 last_received_seq: None,
                 last_applied_seq: 0,
                 joined: now.mono,
                 ack_tick: 0,
                 welcomes_sent: 0,
+                channel: Channel::new(channel_cfg.clone()),
             });
-            Some(client)
+            if let Some(rec) = &mut side.recorder {
+                rec.join(client as PlayerId);
+            }
+            let joined = side.game.join(client as PlayerId, &mut side.outbox);
+            if joined.is_err() {
+                // The refused player gets nothing the game queued for it.
+                *slot = None;
+            }
+            route_outbox(side, players, stats);
+            joined.is_err().then_some(client)
         }
         ServerEvent::Payload { client, data } => {
+            let input_bytes = side.spec.input_bytes;
             let player = players.get_mut(client)?.as_mut()?;
-            match tickwire_proto::decode_client(data) {
-                Ok(ClientMessage::Input { ack_tick, frames }) => {
-                    player.ack_tick = player.ack_tick.max(ack_tick);
-                    for frame in frames {
+            match tickwire_proto::decode_client(data, input_bytes) {
+                Ok(ClientMessage::Input(inputs)) => {
+                    if seq_newer(inputs.ack_tick, player.ack_tick) || player.ack_tick == 0 {
+                        player.ack_tick = inputs.ack_tick;
+                    }
+                    for (seq, frame) in inputs.frames() {
                         if player
                             .last_received_seq
-                            .is_some_and(|last| frame.seq <= last)
+                            .is_some_and(|last| !seq_newer(seq, last))
                         {
                             continue; // a redundant copy of a frame we already have
                         }
-                        player.last_received_seq = Some(frame.seq);
+                        player.last_received_seq = Some(seq);
                         stats.inputs_queued += 1;
-                        if player.inputs.push(frame) {
+                        if player.inputs.push(InputFrame::new(seq, frame)) {
                             stats.inputs_overflowed += 1;
                         }
                     }
+                }
+                Ok(ClientMessage::Reliable(body)) => {
+                    let GameSide {
+                        game,
+                        outbox,
+                        recorder,
+                        ..
+                    } = side;
+                    let r = player.channel.handle_packet(now.mono, body, &mut |msg| {
+                        stats.messages_received += 1;
+                        if let Some(rec) = recorder {
+                            rec.message(client as PlayerId, msg);
+                        }
+                        game.message(client as PlayerId, msg, outbox);
+                    });
+                    if r.is_err() {
+                        stats.reliable_malformed += 1;
+                    }
+                    route_outbox(side, players, stats);
                 }
                 Err(_) => stats.payloads_malformed += 1,
             }
             None
         }
         ServerEvent::Disconnected { client, .. } => {
-            if let Some(player) = players.get_mut(client).and_then(Option::take) {
-                world.despawn(player.entity);
+            if players.get_mut(client).and_then(Option::take).is_some() {
+                if let Some(rec) = &mut side.recorder {
+                    rec.leave(client as PlayerId);
+                }
+                side.game.leave(client as PlayerId, &mut side.outbox);
+                route_outbox(side, players, stats);
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seq_newer;
+
+    #[test]
+    fn sequences_wrap() {
+        assert!(seq_newer(1, 0));
+        assert!(!seq_newer(0, 0));
+        assert!(!seq_newer(0, 1));
+        assert!(seq_newer(0, u32::MAX));
+        assert!(seq_newer(5, u32::MAX - 5));
+        assert!(!seq_newer(u32::MAX, 0));
     }
 }

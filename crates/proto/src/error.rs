@@ -15,11 +15,19 @@ pub enum EncodeError {
     },
     /// Input frame sequence numbers are not consecutive (oldest first, +1 each, wrapping).
     NonConsecutiveFrames,
-    /// More than [`crate::MAX_SNAPSHOT_ENTITIES`] snapshot entities.
+    /// More than [`crate::max_snapshot_entities`] snapshot entities.
     TooManyEntities {
         /// Entities given.
         count: usize,
     },
+    /// An input frame size outside `1..=MAX_INPUT_BYTES`, or input bytes not a whole number
+    /// of frames.
+    BadInputSize {
+        /// The frame size given.
+        len: usize,
+    },
+    /// A welcome whose game name or sizes are out of the protocol's bounds.
+    BadWelcome,
     /// bincode reported an error that none of the above explains (should not happen).
     Internal,
 }
@@ -42,9 +50,14 @@ impl fmt::Display for EncodeError {
             }
             EncodeError::TooManyEntities { count } => write!(
                 f,
-                "{count} snapshot entities, at most {} allowed",
-                crate::MAX_SNAPSHOT_ENTITIES
+                "{count} snapshot entities, more than fit for this field count"
             ),
+            EncodeError::BadInputSize { len } => write!(
+                f,
+                "input frames of {len} bytes (allowed 1..={}), or not a whole number of frames",
+                crate::MAX_INPUT_BYTES
+            ),
+            EncodeError::BadWelcome => f.write_str("welcome out of bounds (game name or sizes)"),
             EncodeError::Internal => f.write_str("internal bincode encode error"),
         }
     }
@@ -78,7 +91,7 @@ pub enum DecodeError {
     TooManyFrames,
     /// Input frame sequence numbers are not consecutive.
     NonConsecutiveFrames,
-    /// More than [`crate::MAX_SNAPSHOT_ENTITIES`] snapshot entities declared or present.
+    /// More than [`crate::max_snapshot_entities`] snapshot entities declared or present.
     TooManyEntities,
     /// The decode limit ([`crate::MAX_PAYLOAD_BYTES`] of claimed memory) was hit.
     LimitExceeded,
@@ -105,11 +118,9 @@ impl fmt::Display for DecodeError {
             DecodeError::NonConsecutiveFrames => {
                 f.write_str("input frame sequence numbers are not consecutive")
             }
-            DecodeError::TooManyEntities => write!(
-                f,
-                "more than {} snapshot entities",
-                crate::MAX_SNAPSHOT_ENTITIES
-            ),
+            DecodeError::TooManyEntities => {
+                f.write_str("more snapshot entities than fit for this field count")
+            }
             DecodeError::LimitExceeded => f.write_str("decode limit exceeded"),
             DecodeError::Malformed => f.write_str("malformed message"),
         }
