@@ -17,6 +17,7 @@
 
 mod bounded;
 mod error;
+pub mod reliable;
 mod wire;
 
 pub use error::{DecodeError, EncodeError};
