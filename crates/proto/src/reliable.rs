@@ -925,3 +925,97 @@ fn write_fragment(buf: &mut [u8], pos: usize, seq: u32, frag: &OutFragment) -> u
     buf[start..start + len].copy_from_slice(&frag.payload);
     start + len
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moves packets between two channels for `ticks` ticks of 16 ms, dropping every third
+    /// packet and reversing each tick's batch (reordering). Returns what each side received.
+    fn shuttle(a: &mut Channel, b: &mut Channel, ticks: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; MAX_BODY_BYTES];
+        let mut counter = 0u32;
+        for t in 1..=ticks {
+            let now = Duration::from_millis(16 * u64::from(t));
+            let mut to_b = Vec::new();
+            while let Some(n) = a.poll_packet(now, &mut buf) {
+                counter += 1;
+                if counter % 3 != 0 {
+                    to_b.push(buf[..n].to_vec());
+                }
+            }
+            let mut to_a = Vec::new();
+            while let Some(n) = b.poll_packet(now, &mut buf) {
+                counter += 1;
+                if counter % 3 != 0 {
+                    to_a.push(buf[..n].to_vec());
+                }
+            }
+            for p in to_b.iter().rev() {
+                b.handle_packet(now, p, &mut |m| got_b.push(m.to_vec()))
+                    .unwrap();
+            }
+            for p in to_a.iter().rev() {
+                a.handle_packet(now, p, &mut |m| got_a.push(m.to_vec()))
+                    .unwrap();
+            }
+        }
+        (got_a, got_b)
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let cfg = ChannelConfig {
+            fragment_bytes: 16,
+            window: 8,
+            ..ChannelConfig::default()
+        };
+        let start = u32::MAX - 20;
+        let mut a = Channel::with_initial_sequence(cfg.clone(), start).unwrap();
+        let mut b = Channel::with_initial_sequence(cfg, start).unwrap();
+        let msgs: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+        for m in &msgs {
+            a.send(m).unwrap();
+            b.send(m).unwrap();
+        }
+        let (got_a, got_b) = shuttle(&mut a, &mut b, 500);
+        assert_eq!(got_a, msgs);
+        assert_eq!(got_b, msgs);
+        assert!(a.is_idle() && b.is_idle());
+        // 30 messages of 0..=87 bytes in 16-byte fragments took us well past the wrap.
+        assert!(a.send_base < start && a.recv_next < start);
+        assert!(a.stats.fragments_resent > 0);
+    }
+
+    #[test]
+    fn stale_ack_from_before_the_wrap_is_ignored() {
+        let cfg = ChannelConfig::default();
+        let mut a = Channel::with_initial_sequence(cfg, u32::MAX).unwrap();
+        a.send(&[1; 3000]).unwrap(); // seqs u32::MAX, 0, 1
+        let mut buf = [0u8; MAX_BODY_BYTES];
+        while a.poll_packet(Duration::ZERO, &mut buf).is_some() {}
+        let mut ack = [0u8; PACKET_HEADER_BYTES];
+        // Ack through seq 0: send_base moves to 1.
+        ack[0..4].copy_from_slice(&1u32.to_le_bytes());
+        a.handle_packet(Duration::ZERO, &ack, &mut |_| {}).unwrap();
+        assert_eq!(a.send_base, 1);
+        assert_eq!(a.in_flight(), 1);
+        // A reordered older ack (ack_next u32::MAX, bit 0 = seq 0) changes nothing.
+        ack[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        ack[4..12].copy_from_slice(&1u64.to_le_bytes());
+        a.handle_packet(Duration::ZERO, &ack, &mut |_| {}).unwrap();
+        assert_eq!(a.send_base, 1);
+        assert_eq!(a.in_flight(), 1);
+        // Acking beyond what was sent is refused.
+        ack[0..4].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            a.handle_packet(Duration::ZERO, &ack, &mut |_| {}),
+            Err(ReliableDecodeError::AckOutOfRange)
+        );
+        ack[0..4].copy_from_slice(&2u32.to_le_bytes());
+        a.handle_packet(Duration::ZERO, &ack, &mut |_| {}).unwrap();
+        assert!(a.is_idle());
+        assert_eq!(a.pending_bytes(), 0);
+    }
+}
