@@ -13,6 +13,10 @@
 //! [`MAX_PAYLOAD_BYTES`]. Decoding never panics: it rejects inputs longer than
 //! [`MAX_PAYLOAD_BYTES`], truncated or trailing bytes, unknown variants, and containers longer
 //! than their protocol bound *before* allocating for them.
+//!
+//! Beside those unreliable per-tick messages, [`reliable`] provides a sans-IO reliable, ordered,
+//! fragmenting message channel (game events: the level description at join, scores, chat)
+//! with its own hand-written byte layout, carried in payloads under a tag byte of the caller's.
 #![forbid(unsafe_code)]
 
 mod bounded;

@@ -103,6 +103,9 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 262_144;
 /// Default [`ChannelConfig::resend_after`].
 pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_millis(100);
 
+/// A reassembly buffer larger than this is released after its message is delivered.
+const REASSEMBLY_KEEP_BYTES: usize = 8 * 1024;
+
 const _: () = assert!(DEFAULT_FRAGMENT_BYTES <= MAX_FRAGMENT_BYTES);
 const _: () = assert!(DEFAULT_WINDOW <= MAX_WINDOW);
 
@@ -478,7 +481,8 @@ fn parse_fragment(rest: &[u8]) -> Result<(WireFragment<'_>, &[u8]), ReliableDeco
 /// Sans-IO: the caller moves packet bodies and passes in a monotonic `now`. Memory is bounded:
 /// the send queue by [`ChannelConfig::max_pending_bytes`] (plus a small per-fragment constant),
 /// the receive side by `window` buffered fragments of at most `fragment_bytes` each plus one
-/// reassembly of at most `max_message_bytes`.
+/// reassembly of at most `max_message_bytes` (allocated once per message; a buffer above 8 KiB
+/// is released after delivery).
 #[derive(Clone, Debug)]
 pub struct Channel {
     cfg: ChannelConfig,
@@ -898,17 +902,33 @@ impl Channel {
 
     /// Moves in-order fragments into the reassembly and delivers completed messages.
     fn drain(&mut self, deliver: &mut dyn FnMut(&[u8])) {
-        while let Some(Some(frag)) = self.recv_buf.front() {
-            let (index, count) = (frag.index, frag.count);
-            self.reassembly.extend_from_slice(&frag.payload);
-            self.recv_buf.pop_front();
+        while let Some(Some(_)) = self.recv_buf.front() {
+            let Some(Some(frag)) = self.recv_buf.pop_front() else {
+                break;
+            };
             self.recv_buf.push_back(None);
             self.recv_next = self.recv_next.wrapping_add(1);
-            self.expect = Expect::after(index, count);
+            self.expect = Expect::after(frag.index, frag.count);
+            if frag.count == 1 {
+                // The common case: no copy. (Consistency checks keep the reassembly empty.)
+                self.stats.messages_delivered += 1;
+                deliver(&frag.payload);
+                continue;
+            }
+            if frag.index == 0 {
+                let most = usize::from(frag.count) * self.cfg.fragment_bytes;
+                self.reassembly
+                    .reserve_exact(most.min(self.cfg.max_message_bytes));
+            }
+            self.reassembly.extend_from_slice(&frag.payload);
             if self.expect == Expect::First {
                 self.stats.messages_delivered += 1;
                 deliver(&self.reassembly);
                 self.reassembly.clear();
+                if self.reassembly.capacity() > REASSEMBLY_KEEP_BYTES {
+                    // Do not hold a level description's worth of memory per peer forever.
+                    self.reassembly = Vec::new();
+                }
             }
         }
     }
