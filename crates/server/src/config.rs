@@ -101,6 +101,8 @@ pub struct ServerConfig {
     /// How long the first SIGTERM/SIGINT waits for connected players to leave, 0..=3600 s
     /// (0: stop at once). See [`ServerConfig::drain_grace`].
     pub drain_grace_secs: u32,
+    /// The game to serve, by name (`--list-games`); `None`: the binary's first game.
+    pub game: Option<String>,
 }
 
 impl ServerConfig {
@@ -284,6 +286,9 @@ pub struct Config {
     pub query: QueryConfig,
     /// `[agones]`.
     pub agones: AgonesConfig,
+    /// `[game]`: the game's own options, passed to it as they are (`key = value`, in key
+    /// order); the game refuses keys and values it does not know.
+    pub game_options: Vec<(String, String)>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each non-default value came from, by full key (`"io.max_events"`).
@@ -398,6 +403,7 @@ pub const KEYS: &[KeyInfo] = &[
         Some("max-players"),
     ),
     key("server", "name", "server.name", Some("name")),
+    key("server", "game", "server.game", Some("game")),
     key(
         "server",
         "drain_grace_secs",
@@ -434,8 +440,11 @@ pub const KEYS: &[KeyInfo] = &[
 
 /// The sections, in file order.
 pub const SECTIONS: &[&str] = &[
-    "server", "metrics", "io", "auth", "log", "world", "snapshot", "query", "agones",
+    "server", "metrics", "io", "auth", "log", "world", "snapshot", "query", "agones", "game",
 ];
+
+/// The section whose keys are the game's own options (free-form, checked by the game).
+pub const GAME_SECTION: &str = "game";
 
 fn keys_of(section: &str) -> Vec<&'static str> {
     KEYS.iter()
@@ -469,6 +478,7 @@ fn cli_value<'a>(args: &'a ServeArgs, flag: &str) -> Option<&'a str> {
         "log-format" => &args.log_format,
         "seed" => &args.seed,
         "name" => &args.name,
+        "game" => &args.game,
         "drain-grace-secs" => &args.drain_grace_secs,
         _ => return None,
     };
@@ -773,6 +783,19 @@ pub fn load_with_env(
             d.server.drain_grace_secs,
             |raw| ranged(raw, 0, 3600),
         ),
+        game: r.get("server.game", None, |raw| {
+            let s = text(raw, "a game name")?;
+            if s.is_empty()
+                || s.len() > 32
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                Err("must be a game name: 1..=32 of a-z, 0-9, - and _ (see --list-games)".into())
+            } else {
+                Ok(Some(s.to_owned()))
+            }
+        }),
     };
     let metrics = MetricsConfig {
         bind: r.get("metrics.bind", d.metrics.bind, parse_metrics_bind),
@@ -862,6 +885,10 @@ pub fn load_with_env(
         snapshot,
         query,
         agones,
+        game_options: file
+            .as_ref()
+            .map(|f| f.game_options.clone())
+            .unwrap_or_default(),
         file: file.map(|f| f.path),
         origins,
         warnings,
@@ -873,6 +900,8 @@ struct FileLayer {
     path: PathBuf,
     src: String,
     values: BTreeMap<String, Spanned<toml::Value>>,
+    /// `[game]` keys and values, in key order.
+    game_options: Vec<(String, String)>,
 }
 
 impl FileLayer {
@@ -947,7 +976,32 @@ fn read_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileLayer> {
         }
     };
     let mut values = BTreeMap::new();
+    let mut game_options = Vec::new();
     for (section, table) in nested {
+        if section == GAME_SECTION {
+            for (name, value) in table {
+                let v = match value.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                        value.get_ref().to_string()
+                    }
+                    _ => {
+                        problems.push(Problem::Invalid {
+                            key: "game",
+                            value: format!("{} = [...]", name.get_ref()),
+                            rule: "a game option must be a string, number or boolean".into(),
+                            origin: Origin::File {
+                                path: path.to_owned(),
+                                line: line_of(&src, name.span().start),
+                            },
+                        });
+                        continue;
+                    }
+                };
+                game_options.push((name.into_inner(), v));
+            }
+            continue;
+        }
         let allowed = keys_of(&section);
         for (name, value) in table {
             if allowed.contains(&name.get_ref().as_str()) {
@@ -966,6 +1020,7 @@ fn read_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileLayer> {
         path: path.to_owned(),
         src,
         values,
+        game_options,
     })
 }
 
@@ -1242,6 +1297,10 @@ impl fmt::Display for Config {
         line(f, "server.max_players", s.max_players.to_string())?;
         line(f, "server.name", quoted(&s.name))?;
         line(f, "server.drain_grace_secs", s.drain_grace_secs.to_string())?;
+        match &s.game {
+            Some(g) => line(f, "server.game", quoted(g))?,
+            None => writeln!(f, "# game: not set (the binary's first game; --list-games)")?,
+        }
 
         writeln!(f, "\n[metrics]")?;
         let mb = self

@@ -1,0 +1,302 @@
+//! tickwire: the dedicated server binary. Parses the command line and dispatches:
+//! `serve` (the tick loop), `token` (mint a connect token), `check-config`.
+//!
+//! Thin by design: configuration lives in `config`, the loop in `run`, and the game in the
+//! library crates.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod agones;
+mod cli;
+mod config;
+mod http;
+mod keyfile;
+mod logging;
+mod metrics;
+mod run;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Parser;
+use tickwire_core::{CoreConfig, GameServer};
+use tickwire_io::{Backend, Model};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::CheckConfig(args) => check_config(&args),
+        cli::Command::Serve(args) => report(serve(&args)),
+        cli::Command::Token(args) => report(token(&args)),
+        cli::Command::Healthcheck(args) => report(healthcheck(&args)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickwire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tickwire serve`: validate everything, bind, run the tick loop until SIGTERM/SIGINT.
+fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
+    // Validation comes first: nothing is opened for a bad config.
+    let cfg = config::load(args)?;
+    logging::init(&cfg.log.level, cfg.log.format);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let key = keyfile::load_or_create(&cfg.auth.key_file)?;
+
+    // A first SIGTERM/SIGINT asks the loop to stop (clients are told); a second exits at once.
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))?;
+        signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
+    }
+
+    let health = Arc::new(admin::Health::new());
+    let admin = match cfg.metrics.bind {
+        Some(bind) => {
+            let handle = metrics::install()?;
+            let server = admin::spawn(bind, handle, Arc::clone(&health))
+                .with_context(|| format!("metrics.bind = {bind}: cannot listen"))?;
+            tracing::info!(metrics_addr = %server.local_addr(), "metrics at /metrics");
+            Some(server)
+        }
+        None => {
+            tracing::info!("metrics endpoint off");
+            None
+        }
+    };
+
+    let mut backend = open_backend(&cfg)?;
+    let sock = backend
+        .bind(cfg.server.bind)
+        .with_context(|| format!("server.bind = {}: cannot bind UDP", cfg.server.bind))?;
+    let bound = backend.local_addr(sock)?;
+    // Tokens must name this server. With an explicit public address, only it is accepted;
+    // otherwise a wildcard bind accepts tokens naming any address on the bound port.
+    let accepted: SocketAddr = match cfg.server.public_addr {
+        Some(addr) => addr,
+        None => bound,
+    };
+    let server = GameServer::new(CoreConfig {
+        protocol_id: cfg.auth.protocol_id,
+        private_key: key,
+        max_players: cfg.server.max_players,
+        public_addrs: vec![accepted],
+        tick_ms: cfg.server.tick_ms.min(u32::from(u16::MAX)) as u16,
+        world: tickwire_sim::WorldConfig {
+            obstacles: cfg.world.obstacles as usize,
+            ..tickwire_sim::WorldConfig::for_players(cfg.server.max_players, cfg.world.seed)
+        },
+        snapshot_max_entities: cfg.snapshot.max_entities,
+        query: match cfg.query.enabled {
+            true => Some(tickwire_core::QueryConfig {
+                name: cfg.server.name.clone(),
+                port: cfg.server.advertised_addr(bound).port(),
+                secret: random_u64()?,
+                rules: Vec::new(),
+            }),
+            false => None,
+        },
+    });
+    tracing::info!(
+        game_addr = %bound,
+        advertised_addr = %cfg.server.advertised_addr(bound),
+        backend = backend.model().as_str(),
+        tick_ms = cfg.server.tick_ms,
+        max_players = cfg.server.max_players,
+        protocol_id = format_args!("{:#x}", cfg.auth.protocol_id),
+        "serving"
+    );
+
+    // Agones: Health pings while the loop ticks, Ready now (retried until the sidecar answers).
+    let agones = cfg.agones.enabled.then(|| {
+        if let Some(origin @ config::Origin::Env(_)) = cfg.origins.get("agones.enabled") {
+            tracing::info!("agones.enabled: set by {origin} (running in an Agones GameServer)");
+        }
+        let live = Arc::clone(&health);
+        let agones = agones::Agones::start(
+            agones::AgonesOptions::from_env(cfg.agones.health_interval()),
+            Box::new(move || live.is_live(std::time::Instant::now())),
+        );
+        agones.set_players(0);
+        agones.ready();
+        agones
+    });
+
+    let summary = run::run(run::RunParams {
+        backend,
+        sock,
+        server,
+        tick: cfg.server.tick(),
+        timeout: cfg.io.timeout(),
+        max_events: cfg.io.max_events,
+        shutdown,
+        drain_grace: cfg.server.drain_grace(),
+        health,
+        agones,
+    })?;
+    tracing::info!(
+        ticks = summary.ticks,
+        overruns = summary.overruns,
+        "stopped"
+    );
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
+    Ok(())
+}
+
+/// A random u64 from the OS (the A2S challenge secret).
+fn random_u64() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Opens the configured I/O model: one attempt, then the configured fallback, logging why.
+fn open_backend(cfg: &config::Config) -> anyhow::Result<Box<dyn Backend>> {
+    let io_cfg = tickwire_io::Config {
+        max_events: cfg.io.max_events,
+        send_queue: cfg.io.send_queue,
+        ..tickwire_io::Config::default()
+    };
+    let model = cfg.io.model;
+    match tickwire_io::open(model, &io_cfg) {
+        Ok(backend) => {
+            if model == Model::Auto {
+                match tickwire_io::probe_io_uring() {
+                    Ok(flags) => tracing::info!(
+                        backend = backend.model().as_str(),
+                        "io.model = auto chose {} (io_uring ring flags {flags})",
+                        backend.model()
+                    ),
+                    Err(why) => tracing::info!(
+                        backend = backend.model().as_str(),
+                        "io.model = auto chose {}: {why}",
+                        backend.model()
+                    ),
+                }
+            } else {
+                tracing::info!(backend = backend.model().as_str(), "io backend ready");
+            }
+            Ok(backend)
+        }
+        Err(e) => match cfg.io.fallback {
+            config::IoFallback::None => Err(anyhow::anyhow!(
+                "io.model = {model}: {e} (io.fallback = none)"
+            )),
+            config::IoFallback::Blocking => {
+                tracing::warn!(
+                    requested = model.as_str(),
+                    error = %e,
+                    "io.model = {model} failed to start; falling back to blocking (io.fallback)"
+                );
+                tickwire_io::open(Model::Blocking, &io_cfg).map_err(|e2| {
+                    anyhow::anyhow!("io.model = {model}: {e}; fallback blocking: {e2}")
+                })
+            }
+        },
+    }
+}
+
+/// `tickwire token`: mint a standard 2048-byte netcode 1.02 connect token.
+fn token(args: &cli::TokenArgs) -> anyhow::Result<()> {
+    let cfg = config::load(&args.config_overrides())?;
+    let key = keyfile::load(&cfg.auth.key_file)?;
+    let servers = args
+        .server_addrs(cfg.server.public_addr())
+        .map_err(anyhow::Error::msg)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let token = tickwire_netcode::generate_connect_token(&tickwire_netcode::TokenParams {
+        protocol_id: cfg.auth.protocol_id,
+        client_id: args.client_id,
+        create_unix_secs: now,
+        expire_secs: args.expire_secs,
+        timeout_secs: args.timeout_secs,
+        server_addrs: &servers,
+        user_data: [0; tickwire_netcode::USER_DATA_BYTES],
+        private_key: &key,
+    })?;
+    match &args.out {
+        Some(path) => std::fs::write(path, token)
+            .with_context(|| format!("--out {}: cannot write", path.display()))?,
+        None => {
+            let text = base64::engine::general_purpose::STANDARD.encode(token);
+            writeln!(std::io::stdout(), "{text}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `tickwire healthcheck`: one HTTP GET on the admin endpoint; success means a 200 answer.
+fn healthcheck(args: &cli::HealthcheckArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&args.addr, timeout)
+        .with_context(|| format!("cannot reach {}", args.addr))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.path, args.addr
+    )?;
+    let mut response = Vec::with_capacity(512);
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let head_end = http::find(&response, b"\r\n\r\n").unwrap_or(response.len());
+    match http::parse_response_head(&response[..head_end]) {
+        Some((200, _)) => {
+            println!("healthy: {} {}", args.addr, args.path);
+            Ok(())
+        }
+        Some((status, _)) => {
+            anyhow::bail!("unhealthy: {} {} answered {status}", args.addr, args.path)
+        }
+        None => anyhow::bail!("unhealthy: {} {}: not an HTTP answer", args.addr, args.path),
+    }
+}
+
+/// `tickwire check-config`: validate, print the effective config on stdout, exit 1 on any error.
+fn check_config(args: &cli::ServeArgs) -> ExitCode {
+    let cfg = match config::load(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("tickwire: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &cfg.warnings {
+        eprintln!("tickwire: warning: {w}");
+    }
+    match keyfile::check(&cfg.auth.key_file) {
+        Ok(keyfile::KeyFileStatus::Present) => {}
+        Ok(keyfile::KeyFileStatus::Missing) => eprintln!(
+            "tickwire: note: key file {} does not exist yet; `serve` will create it",
+            cfg.auth.key_file.display()
+        ),
+        Err(e) => {
+            eprintln!("tickwire: invalid configuration: auth.key_file: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match &cfg.file {
+        Some(p) => println!("# effective configuration (file: {})", p.display()),
+        None => println!("# effective configuration (no config file: defaults)"),
+    }
+    print!("{cfg}");
+    ExitCode::SUCCESS
+}
