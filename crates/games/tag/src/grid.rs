@@ -84,3 +84,44 @@ impl Grid {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Grid;
+    use tickwire_game::SplitMix64;
+
+    #[test]
+    fn around_finds_every_point_within_a_cell_side() {
+        let side = 100_000;
+        let mut g = Grid::new(side, 4000, 3000);
+        assert_eq!(g.shift, 12);
+        let mut rng = SplitMix64::new(5);
+        // Clustered points, some on the border and beyond it (clamped into edge cells).
+        let pts: Vec<(u32, i32, i32)> = (0..3000)
+            .map(|i| {
+                let c = rng.range_i32(0, 3) * 30_000;
+                (
+                    i,
+                    c + rng.range_i32(-2000, 12_000),
+                    c + rng.range_i32(-2000, 12_000),
+                )
+            })
+            .collect();
+        g.rebuild(pts.iter().copied());
+        for _ in 0..500 {
+            let (qx, qy) = (rng.range_i32(0, side), rng.range_i32(0, side));
+            let mut found = Vec::new();
+            g.around(qx, qy, |id| found.push(id));
+            let mut sorted = found.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), found.len(), "each id once");
+            for &(id, x, y) in &pts {
+                let (dx, dy) = ((x - qx) as i64, (y - qy) as i64);
+                if dx * dx + dy * dy <= 4096 * 4096 {
+                    assert!(sorted.binary_search(&id).is_ok(), "{id} near {qx},{qy}");
+                }
+            }
+        }
+    }
+}
