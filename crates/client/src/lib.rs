@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 
 pub use tickwire_netcode::{ClientState, Now, SendError, TokenError};
 pub use tickwire_proto::reliable::{ChannelConfig, ChannelError};
-pub use tickwire_proto::{ByeReason, Snapshot, Welcome, MAX_INPUT_FRAMES, NO_ENTITY};
 use tickwire_proto::{reliable::Channel, ServerMessage};
+pub use tickwire_proto::{ByeReason, Snapshot, Welcome, MAX_INPUT_FRAMES, NO_ENTITY};
 pub use udp::{UdpClient, UdpClientError};
 
 /// What the client learned from one call.
@@ -247,7 +247,10 @@ impl GameClient {
         for _ in 0..16 {
             self.payload[0] = tickwire_proto::tag::CLIENT_RELIABLE;
             let end = tickwire_proto::MAX_PAYLOAD_BYTES;
-            let Some(n) = self.channel.poll_packet(now.mono, &mut self.payload[1..end]) else {
+            let Some(n) = self
+                .channel
+                .poll_packet(now.mono, &mut self.payload[1..end])
+            else {
                 break;
             };
             if self
@@ -327,10 +330,12 @@ fn netcode_event(
                 Ok(ServerMessage::Bye { reason }) => on_event(GameEvent::Bye(reason)),
                 Ok(ServerMessage::Reliable(body)) => {
                     let stats = &mut *state.stats;
-                    let r = state.channel.handle_packet(state.now.mono, body, &mut |msg| {
-                        stats.messages += 1;
-                        on_event(GameEvent::Message(msg.to_vec()));
-                    });
+                    let r = state
+                        .channel
+                        .handle_packet(state.now.mono, body, &mut |msg| {
+                            stats.messages += 1;
+                            on_event(GameEvent::Message(msg.to_vec()));
+                        });
                     if r.is_err() {
                         state.stats.payloads_malformed += 1;
                     }

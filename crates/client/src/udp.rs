@@ -122,13 +122,11 @@ impl UdpClient {
         let now = now_from(self.start);
         let socket = &self.socket;
         let mut send_err = None;
-        let seq = self
-            .game
-            .send_input(now, frame, &mut |to, bytes| {
-                if let Err(e) = socket.send_to(bytes, to) {
-                    send_err = Some(e);
-                }
-            })?;
+        let seq = self.game.send_input(now, frame, &mut |to, bytes| {
+            if let Err(e) = socket.send_to(bytes, to) {
+                send_err = Some(e);
+            }
+        })?;
         match send_err {
             Some(e) => Err(e.into()),
             None => Ok(seq),

@@ -509,9 +509,7 @@ impl GameServer {
         if let Some(rec) = &mut self.side.recorder {
             rec.leave(p as PlayerId);
         }
-        self.side
-            .game
-            .leave(p as PlayerId, &mut self.side.outbox);
+        self.side.game.leave(p as PlayerId, &mut self.side.outbox);
         route_outbox(&mut self.side, &mut self.players, &mut self.stats);
     }
 

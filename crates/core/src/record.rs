@@ -366,8 +366,10 @@ pub fn replay(
         let v = inp.string()?;
         cfg.options.push((k, v));
     }
-    let entry = tickwire_game::find(games, &name).map_err(|_| ReplayError::UnknownGame(name.clone()))?;
-    let mut game: Box<dyn Game> = (entry.build)(&cfg).map_err(|e| ReplayError::Config(e.to_string()))?;
+    let entry =
+        tickwire_game::find(games, &name).map_err(|_| ReplayError::UnknownGame(name.clone()))?;
+    let mut game: Box<dyn Game> =
+        (entry.build)(&cfg).map_err(|e| ReplayError::Config(e.to_string()))?;
     let spec = game.spec();
     if spec.version != version {
         return Err(ReplayError::BadHeader(format!(

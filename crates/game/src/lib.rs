@@ -140,7 +140,11 @@ impl OptionError {
 
     /// Refuses every option whose key is not in `known`.
     pub fn only(cfg: &GameConfig, known: &[&str]) -> Result<(), OptionError> {
-        match cfg.options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match cfg
+            .options
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             None => Ok(()),
             Some((k, v)) => Err(OptionError {
                 key: k.clone(),
@@ -158,7 +162,11 @@ impl OptionError {
 impl fmt::Display for OptionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.value.is_empty() {
-            write!(f, "unknown option {:?}: allowed: {}", self.key, self.allowed)
+            write!(
+                f,
+                "unknown option {:?}: allowed: {}",
+                self.key, self.allowed
+            )
         } else {
             write!(
                 f,

@@ -105,7 +105,9 @@ impl<'a> Reader<'a> {
             b @ 0..=250 => Ok(b as u64),
             251 => Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()) as u64),
             252 => Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()) as u64),
-            253 => Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default())),
+            253 => Ok(u64::from_le_bytes(
+                self.take(8)?.try_into().unwrap_or_default(),
+            )),
             _ => Err(DecodeError::Malformed),
         }
     }

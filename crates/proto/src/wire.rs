@@ -113,7 +113,12 @@ pub fn write_snapshot_header(
 }
 
 /// Appends one snapshot entity (id, then each field zigzag) at `buf[*at..]`.
-pub fn write_snapshot_entity(buf: &mut [u8], at: &mut usize, id: u32, fields: &[i32]) -> Option<()> {
+pub fn write_snapshot_entity(
+    buf: &mut [u8],
+    at: &mut usize,
+    id: u32,
+    fields: &[i32],
+) -> Option<()> {
     put_u32(buf, at, id)?;
     for &f in fields {
         put_i32(buf, at, f)?;

@@ -33,9 +33,20 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate the configuration, print the effective config, exit non-zero on any error.
     CheckConfig(ServeArgs),
+    /// Re-run a recording (`serve --record FILE`) through the same game code, without sockets,
+    /// checking the state hash after every tick; exit 0 only if every hash matches.
+    Replay(ReplayArgs),
     /// Check a running server over loopback (for container HEALTHCHECKs in images without
     /// curl): GET /healthz on the admin endpoint, exit 0 when healthy, 1 otherwise.
     Healthcheck(HealthcheckArgs),
+}
+
+/// Options of `replay`.
+#[derive(Clone, Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// Options of `healthcheck`.
@@ -110,6 +121,16 @@ pub struct ServeArgs {
     /// connected ones to leave, 0..=3600 (0: stop at once) [server.drain_grace_secs, default 0].
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub drain_grace_secs: Option<String>,
+    /// The game to serve [server.game, default: the binary's first game; see --list-games].
+    #[arg(long, value_name = "NAME")]
+    pub game: Option<String>,
+    /// Print the names of the games this binary serves, one a line, and exit.
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub list_games: bool,
+    /// Record every call that changes the game (joins, leaves, inputs, messages) and the state
+    /// hash after every tick into FILE, for `tickwire replay FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Talk to the Agones SDK sidecar: Ready, Health pings, the players Counter, Shutdown
     /// [agones.enabled; also on when AGONES_SDK_HTTP_PORT is set].
     #[arg(long, action = ArgAction::SetTrue)]

@@ -307,6 +307,7 @@ impl Default for Config {
                 max_players: 2048,
                 name: "Tickwire".to_owned(),
                 drain_grace_secs: 0,
+                game: None,
             },
             metrics: MetricsConfig {
                 bind: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -336,6 +337,7 @@ impl Default for Config {
                 enabled: false,
                 health_interval_secs: 2,
             },
+            game_options: Vec::new(),
             file: None,
             origins: BTreeMap::new(),
             warnings: Vec::new(),

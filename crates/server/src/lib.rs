@@ -1,8 +1,17 @@
-//! tickwire: the dedicated server binary. Parses the command line and dispatches:
-//! `serve` (the tick loop), `token` (mint a connect token), `check-config`.
+//! tickwire: the dedicated server shell, for any game. Parses the command line and dispatches:
+//! `serve` (the tick loop), `token` (mint a connect token), `check-config`, `replay`,
+//! `healthcheck`.
 //!
-//! Thin by design: configuration lives in `config`, the loop in `run`, and the game in the
-//! library crates.
+//! Thin by design: configuration lives in `config`, the loop in `run`, the game behind the
+//! `tickwire_game::Game` trait. The `tickwire` binary is [`main_with_games`] with the built-in
+//! games; a studio's server binary calls it with its own list and keeps the whole CLI, config,
+//! metrics, A2S, Agones, drain and recording:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     tickwire::main_with_games(vec![/* my_game::entry() */])
+//! }
+//! ```
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -26,15 +35,91 @@ use anyhow::Context;
 use base64::Engine;
 use clap::Parser;
 use tickwire_core::{CoreConfig, GameServer};
+use tickwire_game::{GameConfig, GameEntry};
 use tickwire_io::{Backend, Model};
 
-fn main() -> ExitCode {
+/// The whole `tickwire` command line, serving `games` (the first is the default). An empty list
+/// is an error.
+pub fn main_with_games(games: Vec<GameEntry>) -> ExitCode {
     let cli = cli::Cli::parse();
+    if games.is_empty() {
+        eprintln!("tickwire: this binary was built without any game");
+        return ExitCode::FAILURE;
+    }
     match cli.command {
-        cli::Command::CheckConfig(args) => check_config(&args),
-        cli::Command::Serve(args) => report(serve(&args)),
+        cli::Command::CheckConfig(args) => check_config(&args, &games),
+        cli::Command::Serve(args) if args.list_games => {
+            for g in &games {
+                println!("{}", g.name);
+            }
+            ExitCode::SUCCESS
+        }
+        cli::Command::Serve(args) => report(serve(&args, &games)),
         cli::Command::Token(args) => report(token(&args)),
+        cli::Command::Replay(args) => replay(&args, &games),
         cli::Command::Healthcheck(args) => report(healthcheck(&args)),
+    }
+}
+
+/// The game `cfg` names (or the first), and the config to build it with.
+fn choose_game<'a>(
+    cfg: &config::Config,
+    games: &'a [GameEntry],
+) -> anyhow::Result<(&'a GameEntry, GameConfig)> {
+    let entry = match &cfg.server.game {
+        Some(name) => tickwire_game::find(games, name).map_err(anyhow::Error::msg)?,
+        None => &games[0],
+    };
+    let mut options = cfg.game_options.clone();
+    // `world.obstacles` (kept for compatibility) is the game option `obstacles` when set.
+    if cfg.origins.contains_key("world.obstacles") && !options.iter().any(|(k, _)| k == "obstacles")
+    {
+        options.push(("obstacles".into(), cfg.world.obstacles.to_string()));
+    }
+    let game_cfg = GameConfig {
+        seed: cfg.world.seed,
+        max_players: cfg.server.max_players,
+        tick_ms: cfg.server.tick_ms.min(u32::from(u16::MAX)) as u16,
+        options,
+    };
+    Ok((entry, game_cfg))
+}
+
+/// Builds the game, turning an option error into one naming `game.KEY`.
+fn build_game(
+    entry: &GameEntry,
+    game_cfg: &GameConfig,
+) -> anyhow::Result<Box<dyn tickwire_game::Game>> {
+    (entry.build)(game_cfg)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: game {}: game.{}", entry.name, e))
+}
+
+/// `tickwire replay FILE`: re-run a recording, check every tick's state hash.
+fn replay(args: &cli::ReplayArgs, games: &[GameEntry]) -> ExitCode {
+    let file = match std::fs::File::open(&args.file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tickwire: cannot open {}: {e}", args.file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    match tickwire_core::record::replay(games, reader, &mut |_, _| {}) {
+        Ok(s) => {
+            println!(
+                "replayed {}: game {} seed {}, {} calls",
+                args.file.display(),
+                s.game,
+                s.seed,
+                s.calls
+            );
+            println!("ok: {} ticks, final hash {:016x}", s.ticks, s.final_hash);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickwire: replay {}: {e}", args.file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -49,9 +134,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// `tickwire serve`: validate everything, bind, run the tick loop until SIGTERM/SIGINT.
-fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
+fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
     // Validation comes first: nothing is opened for a bad config.
     let cfg = config::load(args)?;
+    let (entry, game_cfg) = choose_game(&cfg, games)?;
+    let game = build_game(entry, &game_cfg)?;
     logging::init(&cfg.log.level, cfg.log.format);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -91,27 +178,44 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         Some(addr) => addr,
         None => bound,
     };
-    let server = GameServer::new(CoreConfig {
-        protocol_id: cfg.auth.protocol_id,
-        private_key: key,
-        max_players: cfg.server.max_players,
-        public_addrs: vec![accepted],
-        tick_ms: cfg.server.tick_ms.min(u32::from(u16::MAX)) as u16,
-        world: tickwire_sim::WorldConfig {
-            obstacles: cfg.world.obstacles as usize,
-            ..tickwire_sim::WorldConfig::for_players(cfg.server.max_players, cfg.world.seed)
+    let spec = game.spec();
+    tracing::info!(
+        game = %spec.name,
+        game_version = spec.version,
+        seed = game_cfg.seed,
+        options = ?game_cfg.options,
+        "game"
+    );
+    let mut server = GameServer::new(
+        CoreConfig {
+            protocol_id: cfg.auth.protocol_id,
+            private_key: key,
+            max_players: cfg.server.max_players,
+            public_addrs: vec![accepted],
+            tick_ms: cfg.server.tick_ms.min(u32::from(u16::MAX)) as u16,
+            snapshot_max_entities: cfg.snapshot.max_entities,
+            channel: tickwire_core::ChannelConfig::default(),
+            query: match cfg.query.enabled {
+                true => Some(tickwire_core::QueryConfig {
+                    name: cfg.server.name.clone(),
+                    port: cfg.server.advertised_addr(bound).port(),
+                    secret: random_u64()?,
+                    rules: vec![("seed".into(), game_cfg.seed.to_string())],
+                }),
+                false => None,
+            },
         },
-        snapshot_max_entities: cfg.snapshot.max_entities,
-        query: match cfg.query.enabled {
-            true => Some(tickwire_core::QueryConfig {
-                name: cfg.server.name.clone(),
-                port: cfg.server.advertised_addr(bound).port(),
-                secret: random_u64()?,
-                rules: Vec::new(),
-            }),
-            false => None,
-        },
-    });
+        game,
+    );
+    if let Some(path) = &args.record {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("--record {}: cannot create", path.display()))?;
+        let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, file));
+        let rec = tickwire_core::record::Recorder::new(out, &spec.name, spec.version, &game_cfg)
+            .with_context(|| format!("--record {}: cannot write", path.display()))?;
+        server.start_recording(rec);
+        tracing::info!(file = %path.display(), "recording every tick for `tickwire replay`");
+    }
     tracing::info!(
         game_addr = %bound,
         advertised_addr = %cfg.server.advertised_addr(bound),
@@ -271,7 +375,7 @@ fn healthcheck(args: &cli::HealthcheckArgs) -> anyhow::Result<()> {
 }
 
 /// `tickwire check-config`: validate, print the effective config on stdout, exit 1 on any error.
-fn check_config(args: &cli::ServeArgs) -> ExitCode {
+fn check_config(args: &cli::ServeArgs, games: &[GameEntry]) -> ExitCode {
     let cfg = match config::load(args) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -281,6 +385,10 @@ fn check_config(args: &cli::ServeArgs) -> ExitCode {
     };
     for w in &cfg.warnings {
         eprintln!("tickwire: warning: {w}");
+    }
+    if let Err(e) = choose_game(&cfg, games).and_then(|(entry, gc)| build_game(entry, &gc)) {
+        eprintln!("tickwire: {e:#}");
+        return ExitCode::FAILURE;
     }
     match keyfile::check(&cfg.auth.key_file) {
         Ok(keyfile::KeyFileStatus::Present) => {}

@@ -398,11 +398,54 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
 
     tracing::info!("shutting down: telling {} clients", server.players());
     health.set_accepting(false);
+    if server.players() > 0 {
+        // Bye first, the disconnect packets two ticks later: a standard netcode client drops
+        // its receive queue when the disconnect arrives, so a Bye sent in the same instant
+        // would often never reach the game.
+        let backend_ref = backend.as_mut();
+        server.broadcast_bye(
+            clock.at(Instant::now()),
+            ByeReason::ServerShutdown,
+            &mut |to, bytes| {
+                let _ = backend_ref.send(sock, to, bytes);
+            },
+        );
+        backend.flush()?;
+        service(
+            backend.as_mut(),
+            sock,
+            &mut server,
+            &mut outbox,
+            &clock,
+            &metrics,
+            max_events,
+        )?;
+        std::thread::sleep(2 * tick);
+        service(
+            backend.as_mut(),
+            sock,
+            &mut server,
+            &mut outbox,
+            &clock,
+            &metrics,
+            max_events,
+        )?;
+    }
     let backend_ref = backend.as_mut();
-    server.shutdown(clock.at(Instant::now()), &mut |to, bytes| {
+    server.shutdown(&mut |to, bytes| {
         let _ = backend_ref.send(sock, to, bytes);
     });
     backend.flush()?;
+    if let Some(rec) = server.stop_recording() {
+        match rec.error() {
+            Some(e) => tracing::error!(error = %e, "recording failed part-way; it ends early"),
+            None => tracing::info!(
+                bytes = rec.bytes(),
+                ticks = rec.steps(),
+                "recording complete"
+            ),
+        }
+    }
     export(
         &metrics,
         &mut exported,

@@ -23,8 +23,8 @@
 #![forbid(unsafe_code)]
 
 use tickwire_game::{
-    Bot, Entity, Game, GameConfig, GameEntry, GameSpec, JoinRefused, OptionError, Outbox,
-    PlayerId, SplitMix64, StateHasher, View,
+    Bot, Entity, Game, GameConfig, GameEntry, GameSpec, JoinRefused, OptionError, Outbox, PlayerId,
+    SplitMix64, StateHasher, View,
 };
 use tickwire_sim::{EntityId, PlayerInput, World, WorldConfig};
 
@@ -268,7 +268,11 @@ impl Bot for ArenaBot {
                 self.rng.range_i32(-127, 127) as i8,
                 self.rng.range_i32(-127, 127) as i8,
             );
-            self.buttons = if self.rng.below(4) == 0 { BUTTON_BOOST } else { 0 };
+            self.buttons = if self.rng.below(4) == 0 {
+                BUTTON_BOOST
+            } else {
+                0
+            };
             self.next_change = tick + 30 + self.rng.below(90) as u32;
         }
         frame[..INPUT_BYTES].copy_from_slice(&encode_input(self.dir.0, self.dir.1, self.buttons));
@@ -361,7 +365,12 @@ mod tests {
             }
             a.step(&mut out);
         }
-        assert_eq!(a.state_hash(), PINNED, "arena behaviour changed: {:#x}", a.state_hash());
+        assert_eq!(
+            a.state_hash(),
+            PINNED,
+            "arena behaviour changed: {:#x}",
+            a.state_hash()
+        );
     }
 
     const PINNED: u64 = 0xBDC7_48B5_E201_31A5;

@@ -9,7 +9,7 @@ use tickwire_game::GameEntry;
 
 /// Every built-in game; the first is the default (`server.game`).
 pub fn builtin() -> Vec<GameEntry> {
-    vec![tickwire_arena::entry()]
+    vec![tickwire_arena::entry(), tickwire_tag::entry()]
 }
 
 #[cfg(test)]
