@@ -185,6 +185,7 @@ impl AdminServer {
     }
 
     /// The connection counters.
+    #[cfg(test)]
     pub fn stats(&self) -> &AdminStats {
         &self.stats
     }
@@ -195,7 +196,14 @@ impl AdminServer {
     }
 
     fn stop_threads(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            tracing::debug!(
+                busy = self.stats.busy(),
+                timeout = self.stats.timed_out(),
+                too_large = self.stats.too_large(),
+                "admin endpoint stopping"
+            );
+        }
         if let Some(t) = self.upkeep_thread.take() {
             t.thread().unpark();
             let _ = t.join();
@@ -424,8 +432,10 @@ fn accept_loop(listener: &TcpListener, stop: &AtomicBool, shared: &Arc<Shared>) 
                 match serve_connection(stream, shared) {
                     Ok(()) => {}
                     Err(e) => {
-                        if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-                        {
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                        ) {
                             shared.stats.timeout.fetch_add(1, Ordering::Relaxed);
                         }
                         tracing::debug!(error = %e, "admin connection failed");

@@ -14,6 +14,7 @@ mod keyfile;
 mod logging;
 mod metrics;
 mod run;
+mod signals;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -58,14 +59,16 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
     }
     let key = keyfile::load_or_create(&cfg.auth.key_file)?;
 
-    // A first SIGTERM/SIGINT asks the loop to stop (clients are told); a second exits at once.
+    // A first SIGTERM/SIGINT/SIGQUIT asks the loop to stop (clients are told); a second exits
+    // at once. HUP/USR1/USR2 are logged and never fatal (signals.rs).
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for sig in signals::STOP_SIGNALS {
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))?;
         signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
     }
 
     let health = Arc::new(admin::Health::new());
+    let _signal_logger = signals::spawn(Arc::clone(&health))?;
     let admin = match cfg.metrics.bind {
         Some(bind) => {
             let handle = metrics::install()?;
