@@ -5,6 +5,7 @@
 //! library crates.
 #![forbid(unsafe_code)]
 
+mod addrspace;
 mod admin;
 mod agones;
 mod cli;
@@ -51,9 +52,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 /// `tickwire serve`: validate everything, bind, run the tick loop until SIGTERM/SIGINT.
 fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
+    // Under an address-space limit: one malloc arena (re-executes once, before any thread).
+    let arenas_capped = addrspace::cap_malloc_arenas();
     // Validation comes first: nothing is opened for a bad config.
     let cfg = config::load(args)?;
     logging::init(&cfg.log.level, cfg.log.format);
+    addrspace::startup_check(&cfg, arenas_capped)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

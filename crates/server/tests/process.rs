@@ -105,3 +105,105 @@ fn healthcheck_passes_while_idle_connections_are_held() {
     drop(idle);
     assert_eq!(server.terminate(GUARD).code(), Some(0));
 }
+
+fn have_prlimit() -> bool {
+    let ok = Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("prlimit not installed (util-linux): skipping");
+    }
+    ok
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn starts_and_serves_under_a_generous_address_space_limit() {
+    if !have_prlimit() {
+        return;
+    }
+    // The default config reserves about 44 MiB (debug build, epoll, 2048 players); 8 players
+    // about 34 MiB. 256 MiB is generous, yet in the range (144-166 MiB and up) where glibc's
+    // 64 MiB per-thread malloc arenas used to crowd out the start-up tables.
+    let limit = format!("--as={}", 256 * MIB);
+    let mut server = ServerProc::start_under(
+        &["prlimit", &limit, "--"],
+        &["--max-players", "8", "--io-model", "epoll"],
+        &[],
+    );
+    assert!(
+        server
+            .startup_log
+            .iter()
+            .any(|l| l.contains("address-space limit 256 MiB")),
+        "{:#?}",
+        server.startup_log
+    );
+    // Re-executed with one malloc arena.
+    let environ = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
+    assert!(
+        environ
+            .split(|&b| b == 0)
+            .any(|kv| kv == b"MALLOC_ARENA_MAX=1"),
+        "MALLOC_ARENA_MAX=1 not in the server's environment"
+    );
+    assert_eq!(server.http_get("/healthz"), (200, "ok\n".to_owned()));
+    let (status, _) = server.http_get("/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(server.terminate(GUARD).code(), Some(0));
+}
+
+#[test]
+fn too_small_an_address_space_limit_is_a_clear_error() {
+    if !have_prlimit() {
+        return;
+    }
+    // Enough for the dynamic loader and main, far below what even 8 players reserve.
+    let dir = std::env::temp_dir().join(format!("tickwire-as-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k.key");
+    std::fs::write(&key, [1u8; 32]).unwrap();
+    let mut child = Command::new("prlimit")
+        .arg(format!("--as={}", 24 * MIB))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-players", "8", "--io-model", "epoll"])
+        .arg("--key-file")
+        .arg(&key)
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + GUARD;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started under a 24 MiB limit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(1), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("the address-space limit (RLIMIT_AS, ulimit -v) is 24 MiB, below"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+}
