@@ -1,14 +1,26 @@
-//! The admin HTTP endpoint on `metrics.bind`: a tiny HTTP/1.1 server on a std `TcpListener`, in
-//! its own thread, that never touches the tick loop except through [`Health`]'s atomics.
+//! The admin HTTP endpoint on `metrics.bind`: a small HTTP/1.1 server on a std `TcpListener`
+//! that never touches the tick loop except through [`Health`]'s atomics.
 //!
 //! * `GET /metrics` -> 200, Prometheus text format 0.0.4 ([`crate::metrics::render`]).
 //! * `GET /healthz` -> 200 `ok` while the loop ticked within the last second, else 503 (liveness).
 //! * `GET /readyz`  -> 200 `ok` while the server accepts new clients, else 503 (readiness).
 //! * anything else -> 404 (405 for methods other than GET/HEAD).
 //!
-//! One connection at a time, handled inline: requests are capped at 8 KiB, the request must arrive
-//! within 2 s and each write times out after 2 s, and every response closes the connection. A second thread runs the recorder's
-//! upkeep every 5 s so histogram samples are drained even when nobody scrapes.
+//! Connections are served concurrently, one small thread each (bounded thread-per-connection,
+//! std only): an accept thread hands each connection to a thread of its own with a
+//! [`HELPER_STACK_BYTES`] stack, so an idle or slow client only ever holds its own thread and
+//! never delays `/healthz`, `/readyz` or `/metrics` for anyone else. Bounds:
+//!
+//! * at most [`MAX_CONNECTIONS`] connections at once; beyond it a new connection gets an
+//!   immediate `503` and is closed (counted, `reason="busy"`);
+//! * request heads are capped at [`MAX_REQUEST_BYTES`] (`431`, `reason="too_large"`);
+//! * the whole request must arrive within [`IO_TIMEOUT`] of the accept (else closed,
+//!   `reason="timeout"`), and each write times out after it too;
+//! * every response closes the connection.
+//!
+//! The drops are exported as `admin_connections_dropped_total{reason}`, the connections being
+//! served as `admin_connections_open`. A second thread runs the recorder's upkeep every 5 s so
+//! histogram samples are drained even when nobody scrapes.
 //!
 //! ```ignore
 //! let health = Arc::new(admin::Health::new());
@@ -16,13 +28,13 @@
 //! // in the loop, once per tick:
 //! health.tick_completed(finished);
 //! health.set_accepting(connected < max_players);
-//! // drop(admin) stops both threads.
+//! // drop(admin) stops the accept and upkeep threads; connection threads end by their deadline.
 //! ```
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -32,8 +44,18 @@ use crate::http::{parse_request, Request};
 
 /// Largest request accepted (request line plus headers).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Read and write timeout per connection.
+/// Deadline for a whole request (from the accept) and timeout of each write, per connection.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most connections served at once; beyond it a new connection is answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Stack of every admin thread (accept, upkeep, one per connection): they parse a request
+/// head and render text on the heap, so a small stack keeps the address space the endpoint
+/// reserves to a few MiB even with [`MAX_CONNECTIONS`] open (std's default is 2 MiB).
+pub const HELPER_STACK_BYTES: usize = 256 * 1024;
+/// Counter of connections the endpoint closed without a normal answer, by `reason`.
+pub const CONNECTIONS_DROPPED: &str = "admin_connections_dropped_total";
+/// Gauge of connections being served.
+pub const CONNECTIONS_OPEN: &str = "admin_connections_open";
 /// `/healthz` fails when the last tick is older than this.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(1);
 /// How often the upkeep thread drains histogram samples.
@@ -47,6 +69,12 @@ pub struct Health {
     last_tick_nanos: AtomicU64,
     accepting: AtomicBool,
     stale_after: Duration,
+    /// Ticks completed (for the SIGUSR1 summary).
+    ticks: AtomicU64,
+    /// Players connected after the last tick (for the SIGUSR1 summary).
+    players: AtomicU64,
+    /// The I/O backend in use, once known.
+    backend: OnceLock<&'static str>,
 }
 
 impl Default for Health {
@@ -68,6 +96,9 @@ impl Health {
             last_tick_nanos: AtomicU64::new(0),
             accepting: AtomicBool::new(false),
             stale_after,
+            ticks: AtomicU64::new(0),
+            players: AtomicU64::new(0),
+            backend: OnceLock::new(),
         }
     }
 
@@ -82,6 +113,37 @@ impl Health {
         let nanos =
             u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
         self.last_tick_nanos.store(nanos, Ordering::Relaxed);
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ticks completed so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Records the number of connected players (the loop sets it after every tick).
+    pub fn set_players(&self, players: u64) {
+        self.players.store(players, Ordering::Relaxed);
+    }
+
+    /// Players connected after the last tick.
+    pub fn players(&self) -> u64 {
+        self.players.load(Ordering::Relaxed)
+    }
+
+    /// Records the I/O backend in use (first call wins).
+    pub fn set_backend(&self, backend: &'static str) {
+        let _ = self.backend.set(backend);
+    }
+
+    /// The I/O backend in use, when known.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.backend.get().copied()
+    }
+
+    /// Time since this `Health` was created (about the process uptime).
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.start)
     }
 
     /// Sets whether new clients are being accepted (readiness).
@@ -111,6 +173,7 @@ impl Health {
 pub struct AdminServer {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    stats: Arc<AdminStats>,
     accept_thread: Option<JoinHandle<()>>,
     upkeep_thread: Option<JoinHandle<()>>,
 }
@@ -121,13 +184,26 @@ impl AdminServer {
         self.local_addr
     }
 
+    /// The connection counters.
+    #[cfg(test)]
+    pub fn stats(&self) -> &AdminStats {
+        &self.stats
+    }
+
     /// Stops and joins the threads (also done on drop).
     pub fn shutdown(mut self) {
         self.stop_threads();
     }
 
     fn stop_threads(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            tracing::debug!(
+                busy = self.stats.busy(),
+                timeout = self.stats.timed_out(),
+                too_large = self.stats.too_large(),
+                "admin endpoint stopping"
+            );
+        }
         if let Some(t) = self.upkeep_thread.take() {
             t.thread().unpark();
             let _ = t.join();
@@ -160,20 +236,109 @@ fn loopback_if_unspecified(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Binds `bind` (TCP) and serves `/metrics`, `/healthz`, `/readyz` from a background thread.
+/// Tunables of the admin server; [`AdminOptions::default`] is what `serve` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminOptions {
+    /// Most connections served at once ([`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Per-connection request deadline and write timeout ([`IO_TIMEOUT`]).
+    pub io_timeout: Duration,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        AdminOptions {
+            max_connections: MAX_CONNECTIONS,
+            io_timeout: IO_TIMEOUT,
+        }
+    }
+}
+
+/// Connection counters of the admin endpoint, rendered after the recorder's output on
+/// `/metrics` (they are counted by the endpoint itself, so they work with any recorder).
+#[derive(Debug, Default)]
+pub struct AdminStats {
+    open: AtomicUsize,
+    busy: AtomicU64,
+    timeout: AtomicU64,
+    too_large: AtomicU64,
+}
+
+impl AdminStats {
+    /// Connections being served.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections refused because [`AdminOptions::max_connections`] were open (or no thread
+    /// could be started for them).
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed because the request did not arrive within the deadline.
+    pub fn timed_out(&self) -> u64 {
+        self.timeout.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused because their head exceeded [`MAX_REQUEST_BYTES`].
+    pub fn too_large(&self) -> u64 {
+        self.too_large.load(Ordering::Relaxed)
+    }
+
+    /// Appends the Prometheus text of these counters to `out`.
+    pub fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP {CONNECTIONS_DROPPED} Admin endpoint connections closed without a normal \
+             answer: busy (connection limit reached), timeout (request not received in time), \
+             too_large (request head over {MAX_REQUEST_BYTES} bytes)"
+        );
+        let _ = writeln!(out, "# TYPE {CONNECTIONS_DROPPED} counter");
+        for (reason, n) in [
+            ("busy", self.busy()),
+            ("timeout", self.timed_out()),
+            ("too_large", self.too_large()),
+        ] {
+            let _ = writeln!(out, "{CONNECTIONS_DROPPED}{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {CONNECTIONS_OPEN} Admin endpoint connections being served"
+        );
+        let _ = writeln!(out, "# TYPE {CONNECTIONS_OPEN} gauge");
+        let _ = writeln!(out, "{CONNECTIONS_OPEN} {}", self.open());
+    }
+}
+
+/// Binds `bind` (TCP) and serves `/metrics`, `/healthz`, `/readyz` from background threads,
+/// with [`AdminOptions::default`].
 pub fn spawn(
     bind: SocketAddr,
     handle: PrometheusHandle,
     health: Arc<Health>,
 ) -> io::Result<AdminServer> {
+    spawn_with(bind, handle, health, AdminOptions::default())
+}
+
+/// [`spawn`] with explicit options.
+pub fn spawn_with(
+    bind: SocketAddr,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    opts: AdminOptions,
+) -> io::Result<AdminServer> {
     let listener = TcpListener::bind(bind)?;
     let local_addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(AdminStats::default());
 
     let upkeep_handle = handle.clone();
     let upkeep_stop = Arc::clone(&stop);
     let upkeep_thread = thread::Builder::new()
         .name("tickwire-upkeep".into())
+        .stack_size(HELPER_STACK_BYTES)
         .spawn(move || {
             while !upkeep_stop.load(Ordering::SeqCst) {
                 thread::park_timeout(UPKEEP_INTERVAL);
@@ -182,26 +347,18 @@ pub fn spawn(
         })?;
 
     let accept_stop = Arc::clone(&stop);
+    let accept_stats = Arc::clone(&stats);
     let accept_thread = thread::Builder::new()
         .name("tickwire-admin".into())
+        .stack_size(HELPER_STACK_BYTES)
         .spawn(move || {
-            for conn in listener.incoming() {
-                if accept_stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                match conn {
-                    Ok(stream) => {
-                        if let Err(e) = serve_connection(stream, &handle, &health) {
-                            tracing::debug!(error = %e, "admin connection failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "admin accept failed");
-                        // Avoid a hot loop on persistent errors (e.g. EMFILE).
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
+            let shared = Arc::new(Shared {
+                handle,
+                health,
+                stats: accept_stats,
+                opts,
+            });
+            accept_loop(&listener, &accept_stop, &shared);
         });
     let accept_thread = match accept_thread {
         Ok(t) => t,
@@ -215,9 +372,97 @@ pub fn spawn(
     Ok(AdminServer {
         local_addr,
         stop,
+        stats,
         accept_thread: Some(accept_thread),
         upkeep_thread: Some(upkeep_thread),
     })
+}
+
+/// What every connection thread needs.
+struct Shared {
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    stats: Arc<AdminStats>,
+    opts: AdminOptions,
+}
+
+/// Decrements the open-connection count when a connection thread ends (even by panic).
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.stats.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, stop: &AtomicBool, shared: &Arc<Shared>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin accept failed");
+                // Avoid a hot loop on persistent errors (e.g. EMFILE).
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        // Take a slot, or refuse at once: the accept thread never waits on a client.
+        let taken = shared
+            .stats
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < shared.opts.max_connections).then_some(open + 1)
+            })
+            .is_ok();
+        if !taken {
+            refuse_busy(stream, &shared.stats);
+            continue;
+        }
+        let slot = Slot(Arc::clone(shared));
+        // The stream is moved into the closure; if the spawn fails the closure (and with it
+        // the stream and the slot) is dropped, which closes the connection and frees the slot.
+        let spawned = thread::Builder::new()
+            .name("tickwire-admin-conn".into())
+            .stack_size(HELPER_STACK_BYTES)
+            .spawn(move || {
+                let shared = &slot.0;
+                match serve_connection(stream, shared) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                        ) {
+                            shared.stats.timeout.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::debug!(error = %e, "admin connection failed");
+                    }
+                }
+                drop(slot);
+            });
+        if let Err(e) = spawned {
+            shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "admin: cannot start a connection thread");
+        }
+    }
+}
+
+/// Answers `503` without waiting (best effort: one non-blocking write) and closes.
+fn refuse_busy(mut stream: TcpStream, stats: &AdminStats) {
+    stats.busy.fetch_add(1, Ordering::Relaxed);
+    let body = "busy: too many admin connections\n";
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = stream.write(msg.as_bytes());
+    }
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// A response: status, content type, body.
@@ -289,14 +534,11 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve_connection(
-    mut stream: TcpStream,
-    handle: &PrometheusHandle,
-    health: &Health,
-) -> io::Result<()> {
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    let timeout = shared.opts.io_timeout;
+    stream.set_write_timeout(Some(timeout))?;
     // One deadline for the whole request, so a client trickling bytes cannot hold the thread.
-    let deadline = Instant::now() + IO_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     let mut len = 0;
     let complete = loop {
@@ -326,8 +568,13 @@ fn serve_connection(
     }
     let req = parse_request(&buf[..len]);
     let resp = if complete {
-        respond(req.as_ref(), handle, health)
+        let mut resp = respond(req.as_ref(), &shared.handle, &shared.health);
+        if resp.status == 200 && req.as_ref().is_some_and(|r| r.path == "/metrics") {
+            shared.stats.write_prometheus(&mut resp.body);
+        }
+        resp
     } else {
+        shared.stats.too_large.fetch_add(1, Ordering::Relaxed);
         Response::text(431, "request too large\n")
     };
     let head_only = req.as_ref().is_some_and(|r| r.method == "HEAD");
@@ -469,6 +716,116 @@ mod tests {
         assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
         // Still serving afterwards.
         assert_eq!(request(admin.local_addr(), "/nope").0, 404);
+        if !out.is_empty() {
+            assert_eq!(admin.stats().too_large(), 1);
+        }
+    }
+
+    /// Polls `cond` until it holds; panics after a generous hang guard.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn still_open(s: &TcpStream) -> bool {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let open = matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        open
+    }
+
+    #[test]
+    fn idle_connections_do_not_delay_other_requests() {
+        let (_recorder, handle) = local_handle();
+        let health = Arc::new(Health::with_stale_after(Duration::from_secs(3600)));
+        // A request deadline far beyond the test: the idle connections stay open throughout,
+        // so an answer below can only come from a server that serves them concurrently.
+        let opts = AdminOptions {
+            io_timeout: Duration::from_secs(600),
+            ..AdminOptions::default()
+        };
+        let admin = spawn_with("127.0.0.1:0".parse().unwrap(), handle, health, opts).unwrap();
+        let addr = admin.local_addr();
+        let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        wait_for("8 idle connections accepted", || admin.stats().open() == 8);
+
+        assert_eq!(request(addr, "/healthz"), (200, "ok\n".to_owned()));
+        assert_eq!(request(addr, "/readyz").0, 503);
+        let (status, body) = request(addr, "/metrics");
+        assert_eq!(status, 200);
+        // The 8 idle ones plus the scrape itself.
+        assert!(body.contains("\nadmin_connections_open 9\n"), "{body}");
+        assert!(
+            body.contains("admin_connections_dropped_total{reason=\"busy\"} 0"),
+            "{body}"
+        );
+        for s in &idle {
+            assert!(still_open(s), "an idle connection was closed");
+        }
+        assert_eq!(admin.stats().open(), 8);
+        drop(idle);
+        wait_for("idle connections released", || admin.stats().open() == 0);
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_get_503_at_once() {
+        let (_recorder, handle) = local_handle();
+        let health = Arc::new(Health::with_stale_after(Duration::from_secs(3600)));
+        let opts = AdminOptions {
+            max_connections: 2,
+            io_timeout: Duration::from_secs(600),
+        };
+        let admin = spawn_with("127.0.0.1:0".parse().unwrap(), handle, health, opts).unwrap();
+        let addr = admin.local_addr();
+        let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        wait_for("2 idle connections accepted", || admin.stats().open() == 2);
+
+        let (status, body) = request(addr, "/healthz");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.starts_with("busy"), "{body}");
+        assert_eq!(admin.stats().busy(), 1);
+        for s in &idle {
+            assert!(still_open(s));
+        }
+
+        // Closing them frees the slots.
+        drop(idle);
+        wait_for("slots freed", || admin.stats().open() == 0);
+        assert_eq!(request(addr, "/healthz"), (200, "ok\n".to_owned()));
+        let (_, body) = request(addr, "/metrics");
+        assert!(
+            body.contains("admin_connections_dropped_total{reason=\"busy\"} 1\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn silent_connections_are_closed_at_the_deadline_and_counted() {
+        let (_recorder, handle) = local_handle();
+        let opts = AdminOptions {
+            io_timeout: Duration::from_millis(100),
+            ..AdminOptions::default()
+        };
+        let admin = spawn_with(
+            "127.0.0.1:0".parse().unwrap(),
+            handle,
+            Arc::new(Health::new()),
+            opts,
+        )
+        .unwrap();
+        let mut s = TcpStream::connect(admin.local_addr()).unwrap();
+        // Hang guard only: the server closes it after 100 ms.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        wait_for("timeout counted", || admin.stats().timed_out() == 1);
+        wait_for("slot freed", || admin.stats().open() == 0);
+        assert_eq!(admin.stats().busy(), 0);
     }
 
     #[test]

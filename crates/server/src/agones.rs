@@ -41,6 +41,10 @@ use std::time::{Duration, Instant};
 
 use crate::http::{find, parse_response_head};
 
+/// Stack of the SDK thread (it builds small requests and parses small JSON answers on the
+/// heap; the std default is 2 MiB of address space).
+const SDK_THREAD_STACK_BYTES: usize = 256 * 1024;
+
 /// The environment variable Agones sets to the sidecar's REST port.
 pub const PORT_ENV: &str = "AGONES_SDK_HTTP_PORT";
 /// The sidecar's REST port when [`PORT_ENV`] is unset.
@@ -157,6 +161,7 @@ impl Agones {
         let worker = Worker::new(opts, is_live, Arc::clone(&shared), woken);
         let thread = std::thread::Builder::new()
             .name("agones".to_owned())
+            .stack_size(SDK_THREAD_STACK_BYTES)
             .spawn(move || {
                 worker.run();
                 let _ = done_tx.try_send(());

@@ -151,7 +151,7 @@ pub struct TokenArgs {
     #[arg(long = "server", value_name = "ADDR")]
     pub servers: Vec<SocketAddr>,
     /// Seconds until the token expires.
-    #[arg(long, value_name = "S", default_value_t = 3600,
+    #[arg(long, value_name = "S", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub expire_secs: u64,
     /// Seconds of silence before the connection times out (negative: never).
@@ -265,7 +265,7 @@ mod tests {
         let Command::Token(t) = cli.command else {
             panic!("not token")
         };
-        assert_eq!((t.client_id, t.expire_secs, t.timeout_secs), (7, 3600, 10));
+        assert_eq!((t.client_id, t.expire_secs, t.timeout_secs), (7, 30, 10));
         let d: SocketAddr = "127.0.0.1:7777".parse().unwrap();
         assert_eq!(t.server_addrs(d).unwrap(), vec![d]);
 

@@ -945,7 +945,6 @@ fn read_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileLayer> {
             return None;
         }
     };
-    let before = problems.len();
     for (name, value) in &top {
         let line = line_of(&src, name.span().start);
         let name = name.get_ref();
@@ -963,11 +962,19 @@ fn read_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileLayer> {
             });
         }
     }
-    if problems.len() > before {
-        return None;
-    }
-    // Every top-level item is a known section and a table: read again with spans on inner keys.
-    let nested: Nested = match toml::from_str(&src) {
+    // Report those, and go on with the sections that are known tables (so every other
+    // problem in the file is reported too): read again with spans on their inner keys.
+    let good: Vec<String> = top
+        .iter()
+        .filter(|(name, value)| {
+            SECTIONS.contains(&name.get_ref().as_str()) && value.get_ref().is_table()
+        })
+        .map(|(name, _)| name.get_ref().clone())
+        .collect();
+    let nested: Nested = match serde::de::DeserializeSeed::deserialize(
+        KnownSections(&good),
+        toml::Deserializer::new(&src),
+    ) {
         Ok(n) => n,
         Err(e) => {
             problems.push(Problem::Syntax {
@@ -1024,6 +1031,38 @@ fn read_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileLayer> {
         values,
         game_options,
     })
+}
+
+/// Reads the top level of a config file as [`Nested`], keeping only the named sections (known
+/// tables) and skipping every other item, which was already reported.
+struct KnownSections<'a>(&'a [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KnownSections<'_> {
+    type Value = Nested;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Nested, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KnownSections<'_> {
+    type Value = Nested;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of sections")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Nested, A::Error> {
+        let mut out = Nested::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if self.0.contains(&name) {
+                out.insert(name, map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A value before parsing: text from a flag or variable, or a TOML value from the file.
@@ -1536,9 +1575,43 @@ mod tests {
             env(&[]),
         ));
         let all = p.join("\n");
-        assert_eq!(p.len(), 1, "unknown section stops before key checks: {all}");
+        // The unknown section does not hide the other problems: all four are reported.
+        assert_eq!(p.len(), 4, "{all}");
         assert!(
             all.contains(":6: unknown section [nope]; allowed sections: server"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":2: unknown key `max_event` in section [io]"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":3: unknown key `bogus` in section [io]"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":5: unknown key `max_events` in section [server]"),
+            "{all}"
+        );
+
+        // Nor a section that is not a table, nor invalid values in the known sections.
+        let p = problems(load_with_env(
+            &with_file(
+                "unknown3.toml",
+                "log = 3\n[io]\nmax_events = 5\n[nope]\nx = 1\n[server]\ntick_ms = 0\n",
+            ),
+            env(&[]),
+        ));
+        let all = p.join("\n");
+        assert_eq!(p.len(), 4, "{all}");
+        assert!(all.contains(":1: `log` must be a table"), "{all}");
+        assert!(all.contains("unknown section [nope]"), "{all}");
+        assert!(
+            all.contains("io.max_events = 5: must be in 64..=10000"),
+            "{all}"
+        );
+        assert!(
+            all.contains("server.tick_ms = 0: must be in 1..=1000"),
             "{all}"
         );
 

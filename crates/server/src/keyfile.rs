@@ -22,6 +22,13 @@ pub enum KeyFileError {
         /// The OS error.
         source: io::Error,
     },
+    /// The path names something other than a regular file (a directory, a FIFO, ...).
+    NotAFile {
+        /// The key file.
+        path: PathBuf,
+        /// What it is instead, with its article (`a directory`).
+        kind: &'static str,
+    },
     /// The file exists but is not 32 bytes long.
     WrongLength {
         /// The key file.
@@ -46,6 +53,13 @@ impl fmt::Display for KeyFileError {
             KeyFileError::Read { path, source } => {
                 write!(f, "cannot read key file {}: {source}", path.display())
             }
+            KeyFileError::NotAFile { path, kind } => write!(
+                f,
+                "key file {} is {kind}, not a regular file; auth.key_file must name a file \
+                 holding exactly {KEY_BYTES} raw bytes (or a path where none exists yet, to have \
+                 a new random key created)",
+                path.display()
+            ),
             KeyFileError::WrongLength { path, len } => write!(
                 f,
                 "key file {} is {len} bytes long; it must hold exactly {KEY_BYTES} raw bytes \
@@ -60,14 +74,9 @@ impl fmt::Display for KeyFileError {
     }
 }
 
-impl std::error::Error for KeyFileError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            KeyFileError::Read { source, .. } | KeyFileError::Create { source, .. } => Some(source),
-            KeyFileError::WrongLength { .. } | KeyFileError::Random(_) => None,
-        }
-    }
-}
+/// The OS error is part of the message (`Display`), so it is not also returned as the
+/// `source`: an error chain printed with `{:#}` would show it twice.
+impl std::error::Error for KeyFileError {}
 
 /// State of a key file, as seen by [`check`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +93,16 @@ pub fn load(path: &Path) -> Result<[u8; KEY_BYTES], KeyFileError> {
         path: path.to_owned(),
         source,
     };
-    // Check the size first so a huge file named by mistake is never read into memory.
-    let len = fs::metadata(path).map_err(read_err)?.len();
+    // Check the type and size first, so that a directory, a FIFO (which would block the
+    // read) or a huge file named by mistake is never opened or read into memory.
+    let meta = fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(KeyFileError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    let len = meta.len();
     if len != KEY_BYTES as u64 {
         return Err(KeyFileError::WrongLength {
             path: path.to_owned(),
@@ -97,6 +114,30 @@ pub fn load(path: &Path) -> Result<[u8; KEY_BYTES], KeyFileError> {
         path: path.to_owned(),
         len: bytes.len() as u64,
     })
+}
+
+/// What a non-regular file is, for messages.
+fn file_kind(t: &fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    "not a regular file"
 }
 
 /// Reports whether `path` holds a valid key or is missing, without creating anything.
@@ -235,6 +276,45 @@ mod tests {
         ));
         // The bad file is left alone, never overwritten.
         assert_eq!(fs::read(&path).unwrap().len(), 33);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn directory_and_fifo_are_named_as_such() {
+        let dir = temp_dir("kinds");
+        let e = load_or_create(&dir).unwrap_err();
+        assert!(matches!(e, KeyFileError::NotAFile { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("is a directory, not a regular file") && !msg.contains("bytes long"),
+            "{msg}"
+        );
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                let msg = check(&fifo).unwrap_err().to_string();
+                assert!(
+                    msg.contains("is a FIFO (named pipe), not a regular file"),
+                    "{msg}"
+                );
+            }
+            let msg = load(Path::new("/dev/null")).unwrap_err().to_string();
+            assert!(msg.contains("is a character device"), "{msg}");
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn os_error_is_in_the_message_once() {
+        let dir = temp_dir("oserr");
+        let file = dir.join("plain");
+        fs::write(&file, b"x").unwrap();
+        let e = load(&file.join("k")).unwrap_err();
+        assert!(std::error::Error::source(&e).is_none());
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chain.matches("os error").count(), 1, "{chain}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -14,6 +14,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod addrspace;
 mod admin;
 mod agones;
 mod cli;
@@ -23,6 +24,7 @@ mod keyfile;
 mod logging;
 mod metrics;
 mod run;
+mod signals;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -135,24 +137,29 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 /// `tickwire serve`: validate everything, bind, run the tick loop until SIGTERM/SIGINT.
 fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
+    // Under an address-space limit: one malloc arena (re-executes once, before any thread).
+    let arenas_capped = addrspace::cap_malloc_arenas();
     // Validation comes first: nothing is opened for a bad config.
     let cfg = config::load(args)?;
     let (entry, game_cfg) = choose_game(&cfg, games)?;
     let game = build_game(entry, &game_cfg)?;
     logging::init(&cfg.log.level, cfg.log.format);
+    addrspace::startup_check(&cfg, arenas_capped)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
     let key = keyfile::load_or_create(&cfg.auth.key_file)?;
 
-    // A first SIGTERM/SIGINT asks the loop to stop (clients are told); a second exits at once.
+    // A first SIGTERM/SIGINT/SIGQUIT asks the loop to stop (clients are told); a second exits
+    // at once. HUP/USR1/USR2 are logged and never fatal (signals.rs).
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for sig in signals::STOP_SIGNALS {
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))?;
         signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
     }
 
     let health = Arc::new(admin::Health::new());
+    let _signal_logger = signals::spawn(Arc::clone(&health))?;
     let admin = match cfg.metrics.bind {
         Some(bind) => {
             let handle = metrics::install()?;

@@ -234,6 +234,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         agones,
     } = params;
     let backend_name = backend.model().as_str();
+    health.set_backend(backend_name);
 
     let metrics = LoopMetrics::new(backend_name, server.max_players());
     let mut exported = Exported::default();
@@ -368,6 +369,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             .increment(refused + flush.failed as u64);
         summary.ticks += 1;
         health.tick_completed(finished);
+        health.set_players(server.players() as u64);
         if let Some(agones) = &agones {
             agones.set_players(server.players() as u64);
             if let Some(addr) = agones.take_advertised() {

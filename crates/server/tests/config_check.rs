@@ -462,3 +462,124 @@ fn unknown_tickwire_variables_warn_only() {
         .stderr
         .contains("warning: ignoring unknown environment variable TICKWIRE_IO_MAX_EVENT"));
 }
+
+/// Runs `tickwire <args>` (any subcommand) like [`run`].
+fn run_cmd(dir: &Path, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .output()
+        .expect("run tickwire");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+#[test]
+fn unknown_section_does_not_hide_other_problems() {
+    let dir = workdir("unknown-section");
+    let file = write(
+        &dir,
+        "c.toml",
+        "[nope]\nx = 1\n[io]\nmax_events = 5\nbogus = 1\n[server]\ntick_ms = 0\n",
+    );
+    let r = run(&dir, &["--config", &file, "--max-players", "0"], &[]);
+    assert_fails_with(
+        &r,
+        &[
+            "5 problems",
+            "c.toml:1: unknown section [nope]",
+            "c.toml:5: unknown key `bogus` in section [io]",
+            "io.max_events = 5: must be in 64..=10000",
+            "server.tick_ms = 0: must be in 1..=1000",
+            "server.max_players = 0: must be in 1..=16384 (from --max-players)",
+        ],
+    );
+}
+
+#[test]
+fn key_file_that_is_not_a_regular_file_says_what_it_is() {
+    let dir = workdir("keyfile-kinds");
+    std::fs::create_dir_all(dir.join("keydir")).unwrap();
+    let r = run(&dir, &["--key-file", "keydir"], &[]);
+    assert_fails_with(
+        &r,
+        &["auth.key_file", "keydir is a directory, not a regular file"],
+    );
+    assert!(!r.stderr.contains("bytes long"), "{}", r.stderr);
+    // serve refuses it the same way, before opening anything.
+    let r = run_cmd(
+        &dir,
+        &["serve", "--key-file", "keydir", "--bind", "127.0.0.1:0"],
+    );
+    assert_fails_with(&r, &["keydir is a directory, not a regular file"]);
+
+    let made = Command::new("mkfifo").arg(dir.join("keyfifo")).status();
+    if made.is_ok_and(|s| s.success()) {
+        let r = run(&dir, &["--key-file", "keyfifo"], &[]);
+        assert_fails_with(&r, &["keyfifo is a FIFO (named pipe), not a regular file"]);
+        assert!(!r.stderr.contains("0 bytes long"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let dir = workdir("os-error-once");
+    write(&dir, "plain", "x");
+    // "plain/k": the OS says ENOTDIR (the same path as EACCES, which root cannot provoke).
+    for args in [
+        &["token", "--client-id", "1", "--key-file", "plain/k"][..],
+        &[
+            "serve",
+            "--key-file",
+            "plain/k",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "off",
+        ][..],
+    ] {
+        let r = run_cmd(&dir, args);
+        assert_fails_with(&r, &["plain/k", "(os error 20)"]);
+        assert_eq!(r.stderr.matches("os error").count(), 1, "{}", r.stderr);
+    }
+}
+
+#[test]
+fn token_expires_in_30_seconds_by_default() {
+    let dir = workdir("token-expiry");
+    std::fs::write(dir.join("k.key"), [7u8; 32]).unwrap();
+    let lifetime = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "--client-id",
+            "1",
+            "--key-file",
+            "k.key",
+            "--server",
+            "127.0.0.1:7777",
+            "--out",
+            "t.bin",
+        ];
+        args.extend_from_slice(extra);
+        let r = run_cmd(&dir, &args);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let t = std::fs::read(dir.join("t.bin")).unwrap();
+        assert_eq!(t.len(), 2048);
+        // netcode 1.02 connect token: create timestamp at 21, expire timestamp at 29.
+        let create = u64::from_le_bytes(t[21..29].try_into().unwrap());
+        let expire = u64::from_le_bytes(t[29..37].try_into().unwrap());
+        expire - create
+    };
+    assert_eq!(lifetime(&[]), 30);
+    assert_eq!(lifetime(&["--expire-secs", "3600"]), 3600);
+    let help = run_cmd(&dir, &["token", "--help"]);
+    assert!(help.stdout.contains("[default: 30]"), "{}", help.stdout);
+}

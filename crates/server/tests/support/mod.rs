@@ -34,6 +34,16 @@ impl ServerProc {
 
     /// As [`ServerProc::start`], with extra environment variables for the child only.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> ServerProc {
+        Self::start_under(&[], extra, env)
+    }
+
+    /// As [`ServerProc::start_with_env`], run through `wrapper` (a program that execs its
+    /// arguments, such as `prlimit --as=N --`), so the child's PID is the server's.
+    pub fn start_under(
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> ServerProc {
         let dir = std::env::temp_dir().join(format!(
             "tickwire-test-{}-{}",
             std::process::id(),
@@ -46,7 +56,14 @@ impl ServerProc {
         let key_path = dir.join("test.key");
         let key = [0x5a; 32];
         std::fs::write(&key_path, key).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+        let mut cmd = match wrapper {
+            [] => Command::new(env!("CARGO_BIN_EXE_tickwire")),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_tickwire"));
+                cmd
+            }
+        };
         cmd.current_dir(&dir)
             .args([
                 "serve",
