@@ -21,6 +21,7 @@
 
 pub mod a2s;
 mod input_queue;
+pub mod interest;
 
 use std::net::SocketAddr;
 use std::time::Duration;
