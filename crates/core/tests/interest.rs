@@ -128,9 +128,10 @@ fn check(
     }
     let mut checked = 0;
     for &(x, y, first) in &queries {
+        let all = brute(&l.ids, &l.xs, &l.ys, x, y, first, usize::MAX);
         for &k in ks {
             index.nearest(x, y, first, k, &mut out);
-            let want = brute(&l.ids, &l.xs, &l.ys, x, y, first, k);
+            let want = &all[..k.min(all.len())];
             assert_eq!(out, want, "query ({x}, {y}) first {first:?} k {k} n {n}");
             checked += 1;
         }
