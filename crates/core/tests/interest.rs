@@ -294,12 +294,15 @@ fn world_entities(world: &World) -> Vec<EntityView> {
         .collect()
 }
 
+/// Same answers as `World::nearest` on arena worlds with movement and churn, apart from the
+/// sim's known tie-at-the-cut defect (where `Interest` follows the definition instead).
 #[test]
 fn matches_world_nearest() {
     let mut rng = Rng::new(6);
     let mut index = Interest::new();
     let mut views = Vec::new();
     let mut out = Vec::new();
+    let mut sim_cut_ties = 0;
     for &(players, slots) in &[
         (1usize, 4usize),
         (40, 64),
@@ -309,7 +312,7 @@ fn matches_world_nearest() {
     ] {
         let mut world = World::new(WorldConfig::for_players(slots, players as u64));
         let mut alive: Vec<u32> = (0..players).map(|_| world.spawn().expect("room")).collect();
-        for tick in 0..40 {
+        for tick in 0..64 {
             for &id in &alive {
                 if rng.below(10) == 0 {
                     let r = rng.next();
@@ -342,19 +345,42 @@ fn matches_world_nearest() {
             let xs: Vec<i32> = ents.iter().map(|e| e.x).collect();
             let ys: Vec<i32> = ents.iter().map(|e| e.y).collect();
             index.rebuild(&ids, &xs, &ys);
-            for &k in &[1usize, 2, 48, 78] {
+            for &k in &[1usize, 2, 8, 48, 78] {
                 for (i, e) in ents.iter().enumerate() {
                     world.nearest(e.id, k, &mut views);
                     index.nearest(e.x, e.y, Some(i as u32), k, &mut out);
                     let got: Vec<u32> = out.iter().map(|&j| ids[j as usize]).collect();
                     let sim: Vec<u32> = views.iter().map(|v| v.id).collect();
-                    assert_eq!(
-                        got, sim,
-                        "players {players} tick {tick} viewer {} k {k}",
-                        e.id
-                    );
+                    if got == sim {
+                        continue;
+                    }
+                    // Known World::nearest defect: its fast path cuts a run of equal distances
+                    // at the k-th place in grid-scan order, not id order. Accept exactly that:
+                    // Interest matches the definition, the sim's distances are the same, and
+                    // only the last rank's distance run differs.
+                    let want: Vec<u32> = brute(&ids, &xs, &ys, e.x, e.y, Some(i as u32), k)
+                        .iter()
+                        .map(|&j| ids[j as usize])
+                        .collect();
+                    let ctx = format!("players {players} tick {tick} viewer {} k {k}", e.id);
+                    assert_eq!(got, want, "{ctx}");
+                    let d2 = |id: &u32| {
+                        let j = ids.binary_search(id).expect("live id");
+                        let (dx, dy) = ((xs[j] - e.x) as i64, (ys[j] - e.y) as i64);
+                        dx * dx + dy * dy
+                    };
+                    let dist = |v: &[u32]| v.iter().map(d2).collect::<Vec<_>>();
+                    assert_eq!(dist(&sim), dist(&got), "{ctx}: not a tie");
+                    let last = d2(got.last().unwrap());
+                    let at = got.iter().zip(&sim).position(|(a, b)| a != b).unwrap();
+                    assert_eq!(d2(&got[at]), last, "{ctx}: differs before the cut's run");
+                    sim_cut_ties += 1;
                 }
             }
         }
     }
+    // Informational: how often the sim's tie defect showed up in these worlds.
+    println!(
+        "World::nearest cut ties (sim defect, Interest follows the definition): {sim_cut_ties}"
+    );
 }
