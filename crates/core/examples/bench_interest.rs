@@ -33,6 +33,55 @@ fn main() {
     for &n in &counts {
         run(n, ticks, k);
     }
+    stress(k);
+}
+
+/// Layouts a uniform grid handles badly, for the record: per-query cost of `Interest` only.
+fn stress(k: usize) {
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % m) as i32
+    };
+    let n = 1500;
+    let side = 232_000; // the arena's side for 1500 players
+    let mut layouts: Vec<(&str, Vec<(i32, i32)>)> = Vec::new();
+    let uniform: Vec<(i32, i32)> = (0..n).map(|_| (next(side), next(side))).collect();
+    layouts.push(("uniform (random, arena-sized)", uniform.clone()));
+    let mut outlier = uniform.clone();
+    outlier[0] = (i32::MAX, i32::MAX);
+    layouts.push(("uniform + one entity at i32::MAX", outlier));
+    let clusters: Vec<(i32, i32)> = (0..n)
+        .map(|i| {
+            let c = (i % 4) as i32 * 2_000_000;
+            (c + next(40_000), c + next(40_000))
+        })
+        .collect();
+    layouts.push(("4 clusters 40k wide, 2M apart", clusters));
+    layouts.push(("all on one point", vec![(5, 5); n]));
+    println!("stress, n {n}, k {k}, Interest only:");
+    let mut index = Interest::new();
+    let mut out = Vec::with_capacity(k);
+    for (name, pos) in layouts {
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let xs: Vec<i32> = pos.iter().map(|p| p.0).collect();
+        let ys: Vec<i32> = pos.iter().map(|p| p.1).collect();
+        let reps = 20;
+        let t0 = Instant::now();
+        let mut found = 0;
+        for _ in 0..reps {
+            index.rebuild(black_box(&ids), black_box(&xs), black_box(&ys));
+            for i in 0..n {
+                index.nearest(xs[i], ys[i], Some(i as u32), k, &mut out);
+                found += out.len();
+            }
+        }
+        let us = t0.elapsed().as_secs_f64() * 1e6 / (reps * n) as f64;
+        assert_eq!(found, reps * n * k.min(n));
+        println!("  {name:<34} {us:>8.3} us per query (rebuild included)");
+    }
 }
 
 fn run(n: usize, ticks: usize, k: usize) {

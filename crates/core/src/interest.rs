@@ -22,9 +22,11 @@
 //!
 //! # Technique
 //!
-//! A uniform grid over the entities' bounding box, with power-of-two square cells sized so a
-//! cell holds about 2-8 entities on average (at most ~1M cells), rebuilt by counting sort into
-//! flat arrays: a rebuild is `O(n + cells)` and allocates only when the index grows. Cells are
+//! A uniform grid over the entities' bounding box, trimmed of the `n / 64` outermost entities on
+//! each side (those are kept in the border cells, so a stray entity far away cannot stretch the
+//! cells over empty space), with power-of-two square cells sized so a cell holds about 2-8
+//! entities on average (at most ~1M cells), rebuilt by counting sort into flat arrays: a
+//! rebuild is `O(n + cells)` and allocates only when the index grows. Cells are
 //! stored row-major and each cell's entities contiguously, so a horizontal run of cells is one
 //! contiguous slice.
 //!
@@ -70,7 +72,7 @@ struct Item {
 /// few ticks a rebuild allocates nothing.
 #[derive(Debug)]
 pub struct Interest {
-    /// Bounding-box minimum: the grid's origin.
+    /// The grid's origin (bottom-left of cell (0, 0)).
     origin_x: i64,
     origin_y: i64,
     /// log2 of the cell side (0..=32).
@@ -78,9 +80,8 @@ pub struct Interest {
     /// Grid size in cells (each at least 1).
     cols: i64,
     rows: i64,
-    /// Bounding-box extent (`max - min`, in `0..2^32`).
-    span_x: i64,
-    span_y: i64,
+    /// Bounding box of all entities: `min_x, min_y, max_x, max_y`.
+    bbox: [i64; 4],
     /// `start[c]..start[c + 1]` indexes `items` for cell `c` (row-major); length `cells + 1`.
     start: Vec<u32>,
     /// Entities grouped by cell, in index order within a cell.
@@ -89,6 +90,8 @@ pub struct Interest {
     ids: Vec<u32>,
     /// Scratch: the cell of each entity, by index.
     cell_of: Vec<u32>,
+    /// Scratch: coordinates, for the trimmed extent.
+    coords: Vec<i32>,
 }
 
 impl Default for Interest {
@@ -106,12 +109,12 @@ impl Interest {
             shift: 0,
             cols: 1,
             rows: 1,
-            span_x: 0,
-            span_y: 0,
+            bbox: [0; 4],
             start: vec![0, 0],
             items: Vec::new(),
             ids: Vec::new(),
             cell_of: Vec::new(),
+            coords: Vec::new(),
         }
     }
 
@@ -149,7 +152,7 @@ impl Interest {
         self.items.clear();
         self.cell_of.clear();
         if n == 0 {
-            (self.origin_x, self.origin_y, self.span_x, self.span_y) = (0, 0, 0, 0);
+            (self.origin_x, self.origin_y, self.bbox) = (0, 0, [0; 4]);
             (self.shift, self.cols, self.rows) = (0, 1, 1);
             self.start.clear();
             self.start.extend_from_slice(&[0, 0]);
@@ -158,13 +161,18 @@ impl Interest {
 
         let (min_x, max_x) = min_max(xs);
         let (min_y, max_y) = min_max(ys);
-        self.origin_x = min_x as i64;
-        self.origin_y = min_y as i64;
-        self.span_x = max_x as i64 - min_x as i64;
-        self.span_y = max_y as i64 - min_y as i64;
-        self.shift = cell_shift(self.span_x as u64, self.span_y as u64, n);
-        self.cols = (self.span_x >> self.shift) + 1;
-        self.rows = (self.span_y >> self.shift) + 1;
+        self.bbox = [min_x, min_y, max_x, max_y].map(i64::from);
+        // The grid covers all but the ~1.5% outermost entities on each side (they go to the
+        // border cells), so a few outliers cannot stretch the cells over empty space.
+        let (lo_x, hi_x) = trimmed_extent(xs, (min_x, max_x), &mut self.coords);
+        let (lo_y, hi_y) = trimmed_extent(ys, (min_y, max_y), &mut self.coords);
+        self.origin_x = lo_x as i64;
+        self.origin_y = lo_y as i64;
+        let span_x = hi_x as i64 - lo_x as i64;
+        let span_y = hi_y as i64 - lo_y as i64;
+        self.shift = cell_shift(span_x as u64, span_y as u64, n);
+        self.cols = (span_x >> self.shift) + 1;
+        self.rows = (span_y >> self.shift) + 1;
         let cells = (self.cols * self.rows) as usize;
 
         // Counting sort. Count into start[c]; the inclusive prefix sum makes start[c] the end of
@@ -172,10 +180,11 @@ impl Interest {
         // leaves start[c] at the beginning of cell c with the cell in ascending index order.
         self.start.clear();
         self.start.resize(cells + 1, 0);
-        let (ox, oy, shift, cols) = (self.origin_x, self.origin_y, self.shift, self.cols);
+        let (ox, oy, shift) = (self.origin_x, self.origin_y, self.shift);
+        let (cols, rows) = (self.cols, self.rows);
         for (&x, &y) in xs.iter().zip(ys) {
-            let cx = (x as i64 - ox) >> shift;
-            let cy = (y as i64 - oy) >> shift;
+            let cx = ((x as i64 - ox) >> shift).clamp(0, cols - 1);
+            let cy = ((y as i64 - oy) >> shift).clamp(0, rows - 1);
             let c = (cy * cols + cx) as usize;
             self.cell_of.push(c as u32);
             self.start[c] += 1;
@@ -255,10 +264,10 @@ impl Interest {
 
     /// Largest squared distance from `(x, y)` to any point of the bounding box.
     fn max_d2(&self, x: i32, y: i32) -> u128 {
-        let rx = x as i64 - self.origin_x;
-        let ry = y as i64 - self.origin_y;
-        let dx = rx.unsigned_abs().max((rx - self.span_x).unsigned_abs()) as u128;
-        let dy = ry.unsigned_abs().max((ry - self.span_y).unsigned_abs()) as u128;
+        let [min_x, min_y, max_x, max_y] = self.bbox;
+        let (x, y) = (x as i64, y as i64);
+        let dx = (x - min_x).unsigned_abs().max((x - max_x).unsigned_abs()) as u128;
+        let dy = (y - min_y).unsigned_abs().max((y - max_y).unsigned_abs()) as u128;
         dx * dx + dy * dy
     }
 
@@ -310,7 +319,8 @@ impl Interest {
                 continue;
             }
             // Distance from the query to the nearest point outside the scanned block, over the
-            // sides with cells beyond them (every entity lies in the grid).
+            // sides with cells beyond them. Entities clamped into a border cell lie beyond it,
+            // so the bound holds for them too.
             let mut bound = i64::MAX;
             if cx - r > 0 {
                 bound = bound.min(qx - ((cx - r) << shift));
@@ -346,6 +356,21 @@ impl Interest {
 fn min_max(v: &[i32]) -> (i32, i32) {
     v.iter()
         .fold((i32::MAX, i32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// The range of `v` without its `len / 64` lowest and highest values (`(min, max)` is the
+/// full range, given).
+fn trimmed_extent(v: &[i32], (min, max): (i32, i32), scratch: &mut Vec<i32>) -> (i32, i32) {
+    let trim = v.len() / 64;
+    if trim == 0 {
+        return (min, max);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(v);
+    let (_, &mut lo, above) = scratch.select_nth_unstable(trim);
+    // `above` holds the len - trim - 1 values ranked after `lo`.
+    let hi = *above.select_nth_unstable(above.len() - 1 - trim).1;
+    (lo, hi)
 }
 
 /// log2 of the smallest power-of-two cell side that covers a `span_x` by `span_y` box with at
