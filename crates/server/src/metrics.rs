@@ -64,6 +64,14 @@ pub const SNAPSHOT_BYTES_TOTAL: &str = "snapshot_bytes_total";
 pub const QUERIES_ANSWERED: &str = "a2s_queries_answered_total";
 /// Counter: snapshots sent to clients.
 pub const SNAPSHOTS_SENT: &str = "snapshots_sent_total";
+/// Counter: reliable game events for players, label `result` (`queued`, `too_large`,
+/// `backlog`: the client fell too far behind).
+pub const GAME_EVENTS: &str = "game_events_total";
+/// Counter: reliable messages from players handed to the game.
+pub const GAME_MESSAGES_RECEIVED: &str = "game_messages_received_total";
+/// Counter: packets from an address whose session just ended cleanly (the redundant
+/// disconnect copies); not drops.
+pub const LATE_AFTER_DISCONNECT: &str = "packets_late_after_disconnect_total";
 /// Gauge (always 1), labels `version`, `backend`.
 pub const BUILD_INFO: &str = "build_info";
 
@@ -132,6 +140,21 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 /// Registers description and unit of every metric with the current recorder.
 pub fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        GAME_EVENTS,
+        Unit::Count,
+        "Reliable game events for players, by result (queued, too_large, backlog)"
+    );
+    describe_counter!(
+        GAME_MESSAGES_RECEIVED,
+        Unit::Count,
+        "Reliable messages from players handed to the game"
+    );
+    describe_counter!(
+        LATE_AFTER_DISCONNECT,
+        Unit::Count,
+        "Packets from an address whose session just ended cleanly (redundant disconnect copies)"
+    );
     describe_counter!(
         IO_EVENTS_PROCESSED,
         Unit::Count,

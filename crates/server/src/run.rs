@@ -91,6 +91,12 @@ struct LoopMetrics {
     payloads_malformed: Counter,
     queries_answered: Counter,
     queries_dropped: Counter,
+    queries_rate_limited: Counter,
+    events_queued: Counter,
+    events_too_large: Counter,
+    events_backlog: Counter,
+    messages_received: Counter,
+    late_after_disconnect: Counter,
 }
 
 impl LoopMetrics {
@@ -128,6 +134,12 @@ impl LoopMetrics {
             payloads_malformed: counter!(m::PACKETS_DROPPED, "reason" => "malformed_message"),
             queries_answered: counter!(m::QUERIES_ANSWERED),
             queries_dropped: counter!(m::PACKETS_DROPPED, "reason" => "bad_query"),
+            queries_rate_limited: counter!(m::PACKETS_DROPPED, "reason" => "query_rate_limited"),
+            events_queued: counter!(m::GAME_EVENTS, "result" => "queued"),
+            events_too_large: counter!(m::GAME_EVENTS, "result" => "too_large"),
+            events_backlog: counter!(m::GAME_EVENTS, "result" => "backlog"),
+            messages_received: counter!(m::GAME_MESSAGES_RECEIVED),
+            late_after_disconnect: counter!(m::LATE_AFTER_DISCONNECT),
         }
     }
 }
@@ -385,6 +397,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             backend.as_ref(),
             &mut outbox,
         );
+        log_refused(&mut server);
 
         // Next deadline; skip ahead past any we already missed.
         k += 1;
@@ -521,6 +534,7 @@ fn export(
 ) {
     let n = server.netcode_stats();
     let p = &prev.netcode;
+    let p_late = p.late_after_disconnect;
     m.packets_in.increment(n.packets_in - p.packets_in);
     m.packets_out.increment(n.packets_out - p.packets_out);
     m.bytes_in.increment(n.bytes_in - p.bytes_in);
@@ -548,8 +562,30 @@ fn export(
         .increment(c.sends_failed - prev.core.sends_failed + outbox.dropped);
     m.queries_answered
         .increment(c.queries_answered - prev.core.queries_answered);
+    let limited = c.queries_rate_limited - prev.core.queries_rate_limited;
+    m.queries_rate_limited.increment(limited);
     m.queries_dropped
-        .increment(c.queries_dropped - prev.core.queries_dropped);
+        .increment(c.queries_dropped - prev.core.queries_dropped - limited);
+    // A2S traffic shares the game port: count it in the packet and byte totals too.
+    let queries_in = (c.queries_answered + c.queries_dropped)
+        - (prev.core.queries_answered + prev.core.queries_dropped);
+    m.packets_in.increment(queries_in);
+    m.bytes_in
+        .increment(c.query_bytes_in - prev.core.query_bytes_in);
+    m.packets_out
+        .increment(c.queries_answered - prev.core.queries_answered);
+    m.bytes_out
+        .increment(c.query_bytes_out - prev.core.query_bytes_out);
+    m.events_queued
+        .increment(c.events_queued - prev.core.events_queued);
+    m.events_too_large
+        .increment(c.events_too_large - prev.core.events_too_large);
+    m.events_backlog
+        .increment(c.events_backlog - prev.core.events_backlog);
+    m.messages_received
+        .increment(c.messages_received - prev.core.messages_received);
+    m.late_after_disconnect
+        .increment(n.late_after_disconnect - p_late);
     outbox.dropped = 0;
     prev.core = *c;
 
@@ -558,4 +594,17 @@ fn export(
     prev.io = io;
 
     m.players.set(server.players() as f64);
+}
+
+/// Logs the newest game event the core refused (at most one line per export, so a game
+/// flooding a slow client cannot flood the log; the counters have every one).
+fn log_refused(server: &mut GameServer) {
+    if let Some(r) = server.take_refused_event() {
+        tracing::warn!(
+            player = r.player,
+            reason = r.error.as_str(),
+            error = %r.error,
+            "game event refused (counted in game_events_total)"
+        );
+    }
 }
