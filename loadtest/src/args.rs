@@ -76,9 +76,29 @@ pub struct Args {
     #[arg(long, value_name = "S", value_parser = parse_secs, default_value = "10")]
     pub connect_timeout_secs: Duration,
 
-    /// Seed of the bots' random walks (same seed, same inputs).
+    /// Seed of the bots (each bot's seed derives from it and the bot's index: same seed,
+    /// same inputs for the same snapshots).
     #[arg(long, value_name = "SEED", value_parser = parse_u64, default_value = "1")]
     pub seed: u64,
+
+    /// The game the bots expect (a built-in game's name). Default: each bot plays the game
+    /// the server's welcome names. Given, a bot whose welcome names another game does not
+    /// play and is counted as a game mismatch (the run fails).
+    #[arg(long, value_name = "NAME", value_parser = parse_game)]
+    pub game: Option<String>,
+}
+
+/// A built-in game's name (`tickwire_games::builtin()`).
+pub fn parse_game(s: &str) -> Result<String, String> {
+    let games = tickwire_games::builtin();
+    if games.iter().any(|g| g.name == s) {
+        return Ok(s.to_string());
+    }
+    let names: Vec<&str> = games.iter().map(|g| g.name).collect();
+    Err(format!(
+        "no built-in game {s:?}; this load tester has bots for: {}",
+        names.join(", ")
+    ))
 }
 
 /// `host:port` or `ip:port`, resolved once (the first address wins).
@@ -178,6 +198,7 @@ mod tests {
         assert_eq!(a.io_model, DEFAULT_IO_MODEL.parse().unwrap());
         assert_eq!(a.connect_timeout_secs, Duration::from_secs(10));
         assert!(a.metrics.is_none() && a.json.is_none() && !a.no_progress);
+        assert_eq!(a.game, None, "default: the game the server's welcome names");
     }
 
     #[test]
@@ -198,6 +219,8 @@ mod tests {
             "2.5",
             "--seed",
             "0xff",
+            "--game",
+            "arena",
         ])
         .unwrap();
         assert_eq!(a.protocol_id, 42);
@@ -208,6 +231,23 @@ mod tests {
         assert_eq!(a.io_model, tickwire_io::Model::Select);
         assert_eq!(a.connect_timeout_secs, Duration::from_millis(2500));
         assert_eq!(a.seed, 255);
+        assert_eq!(a.game.as_deref(), Some("arena"));
+    }
+
+    #[test]
+    fn unknown_game_lists_the_builtin_games() {
+        let e = parse(&["--game", "chess"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = e.to_string();
+        assert!(
+            text.contains("--game") && text.contains("\"chess\""),
+            "{text}"
+        );
+        for g in tickwire_games::builtin() {
+            assert!(text.contains(g.name), "{g:?} missing from {text}");
+            assert_eq!(parse_game(g.name), Ok(g.name.to_string()));
+        }
+        assert!(parse_game("").is_err() && parse_game("Arena").is_err());
     }
 
     #[test]

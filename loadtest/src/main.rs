@@ -4,10 +4,12 @@
 //!
 //! `main` only parses the command line, runs [`swarm::run`], prints the summary, writes the
 //! JSON and maps the outcome to the exit status: 0 pass, 1 a check failed (a bot could not
-//! connect, or delivery below `--min-delivery`), 2 usage or setup error.
+//! connect, could not play the server's game, or delivery below `--min-delivery`), 2 usage or
+//! setup error (an unknown `--game` included).
 #![forbid(unsafe_code)]
 
 mod args;
+mod play;
 mod report;
 mod scrape;
 mod swarm;

@@ -144,6 +144,34 @@ pub struct ServerFigures {
     pub tick_lateness_ms_p99: Option<f64>,
 }
 
+/// The game the bots played, and what kept bots from playing it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GameFigures {
+    /// The game the server's first welcome named (`None`: no welcome arrived).
+    pub server: Option<String>,
+    /// `--game`, if given.
+    pub requested: Option<String>,
+    /// Reliable game events (`GameEvent::Message`) received by all bots over the whole run,
+    /// connect phase included (games send what a player needs, such as the level, at join).
+    pub events_received: u64,
+    /// Bots whose welcome named another game than `--game`.
+    pub mismatch: u32,
+    /// Bots whose welcome named a game this binary has no bot for.
+    pub unknown: u32,
+    /// Bots whose welcome's game has other encodings (version, input size, entity fields) than
+    /// this binary's version of it.
+    pub incompatible: u32,
+    /// The first of those errors, in words.
+    pub first_error: Option<String>,
+}
+
+impl GameFigures {
+    /// Bots that did not play their welcome's game.
+    pub fn refused(&self) -> u32 {
+        self.mismatch + self.unknown + self.incompatible
+    }
+}
+
 /// Secondary counters, reported under `"diagnostics"` in the JSON.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Diagnostics {
@@ -154,6 +182,12 @@ pub struct Diagnostics {
     pub inputs_sent: u64,
     /// Snapshots older than one already seen (dropped by the client), during the window.
     pub snapshots_stale: u64,
+    /// Snapshots that arrived before the bot's welcome (not decodable; dropped by the
+    /// client), during the window.
+    pub snapshots_early: u64,
+    /// Send slots during the window at which a connected bot sent nothing because its welcome
+    /// had not arrived yet (it cannot know the game's input size before).
+    pub inputs_awaiting_welcome: u64,
     /// Datagrams our side could not queue or the kernel refused.
     pub send_failures: u64,
     /// Replies produced while receiving that did not fit the outbox (dropped).
@@ -202,6 +236,8 @@ pub struct Report {
     pub server_metrics: Option<ServerFigures>,
     /// `--min-delivery`.
     pub min_delivery: f64,
+    /// The game and its errors.
+    pub game: GameFigures,
     /// Secondary counters.
     pub diagnostics: Diagnostics,
 }
@@ -257,6 +293,25 @@ impl Report {
                     .to_string(),
             );
         }
+        let g = &self.game;
+        if g.refused() > 0 {
+            let mut kinds = Vec::new();
+            for (kind, n) in [
+                ("game_mismatch", g.mismatch),
+                ("game_unknown", g.unknown),
+                ("game_incompatible", g.incompatible),
+            ] {
+                if n > 0 {
+                    kinds.push(format!("{kind} x{n}"));
+                }
+            }
+            out.push(format!(
+                "{} clients could not play the server's game ({}); first: {}",
+                g.refused(),
+                kinds.join(", "),
+                g.first_error.as_deref().unwrap_or("no reason recorded")
+            ));
+        }
         let ratio = self.delivery_ratio();
         if self.clients_connected > 0 && ratio < self.min_delivery {
             out.push(format!(
@@ -291,6 +346,18 @@ impl Report {
         field(&mut j, "duration_s", &num(Some(self.duration_s)));
         field(&mut j, "window_s", &num(Some(round(self.window_s, 3))));
         field(&mut j, "tick_ms", &self.tick_ms.to_string());
+        let g = &self.game;
+        field(&mut j, "game", &opt_string(g.server.as_deref()));
+        field(
+            &mut j,
+            "game_requested",
+            &opt_string(g.requested.as_deref()),
+        );
+        field(&mut j, "events_received", &g.events_received.to_string());
+        field(&mut j, "game_mismatch", &g.mismatch.to_string());
+        field(&mut j, "game_unknown", &g.unknown.to_string());
+        field(&mut j, "game_incompatible", &g.incompatible.to_string());
+        field(&mut j, "game_error", &opt_string(g.first_error.as_deref()));
         field(
             &mut j,
             "snapshots_expected",
@@ -359,11 +426,14 @@ impl Report {
             "diagnostics",
             &format!(
                 "{{\"schedule_slips\": {}, \"inputs_sent\": {}, \"snapshots_stale\": {}, \
+                 \"snapshots_early\": {}, \"inputs_awaiting_welcome\": {}, \
                  \"send_failures\": {}, \"outbox_dropped\": {}, \"io_truncated\": {}, \
                  \"io_recv_errors\": {}, \"byes\": {}}}",
                 d.schedule_slips,
                 d.inputs_sent,
                 d.snapshots_stale,
+                d.snapshots_early,
+                d.inputs_awaiting_welcome,
                 d.send_failures,
                 d.outbox_dropped,
                 d.io_truncated,
@@ -409,6 +479,24 @@ impl Report {
                 String::new()
             } else {
                 format!(" ({})", lost.join(", "))
+            }
+        );
+        let g = &self.game;
+        let _ = writeln!(
+            s,
+            "  game        {}{}, {} events received{}",
+            g.server
+                .as_deref()
+                .unwrap_or("unknown (no welcome arrived)"),
+            match &g.requested {
+                Some(r) => format!(" (--game {r})"),
+                None => " (from the server's welcome)".to_string(),
+            },
+            g.events_received,
+            if g.refused() > 0 {
+                format!(", {} clients could not play it", g.refused())
+            } else {
+                String::new()
             }
         );
         let _ = writeln!(
@@ -494,6 +582,11 @@ fn num(v: Option<f64>) -> String {
         Some(v) if v.is_finite() => format!("{v}"),
         _ => "null".to_string(),
     }
+}
+
+/// A JSON string literal, or `null`.
+fn opt_string(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_string(), string)
 }
 
 /// A JSON string literal.
@@ -599,6 +692,12 @@ mod tests {
             loadtest_cpu_cores: Some(0.12345),
             server_metrics: None,
             min_delivery: 0.95,
+            game: GameFigures {
+                server: Some("arena".into()),
+                requested: None,
+                events_received: 10,
+                ..GameFigures::default()
+            },
             diagnostics: Diagnostics::default(),
         }
     }
@@ -630,6 +729,14 @@ mod tests {
             ("snapshot_bytes_mean", "612.35"),
             ("io_model", "\"epoll\""),
             ("loadtest_cpu_cores", "0.1235"),
+            ("game", "\"arena\""),
+            ("game_requested", "null"),
+            ("events_received", "10"),
+            ("game_mismatch", "0"),
+            ("game_unknown", "0"),
+            ("game_incompatible", "0"),
+            ("game_error", "null"),
+            ("clients_lost", "0"),
             ("failures", "[]"),
             ("passed", "true"),
         ] {
@@ -640,6 +747,17 @@ mod tests {
             Some("{\"p50\": 9.5, \"p99\": 17.25, \"max\": 30, \"samples\": 1200}")
         );
         assert!(!r.summary().contains("warning"));
+        assert!(
+            r.summary()
+                .contains("game        arena (from the server's welcome), 10 events received\n"),
+            "{}",
+            r.summary()
+        );
+        let d = json_value(&json, "diagnostics").unwrap();
+        assert!(
+            d.contains("\"snapshots_early\": 0") && d.contains("\"inputs_awaiting_welcome\": 0"),
+            "{d}"
+        );
         let mut slipped = r.clone();
         slipped.diagnostics.schedule_slips = 3;
         assert!(slipped
@@ -717,6 +835,55 @@ mod tests {
         assert_eq!(
             json_value(&json, "rtt_ms"),
             Some("{\"p50\": null, \"p99\": null, \"max\": null, \"samples\": 0}")
+        );
+    }
+
+    #[test]
+    fn game_errors_fail_the_run() {
+        let mut r = sample_report();
+        r.game.requested = Some("arena".into());
+        r.game.server = Some("tag".into());
+        r.game.mismatch = 10;
+        r.game.first_error =
+            Some("the server plays \"tag\", but --game asked for \"arena\"".into());
+        assert!(!r.passed());
+        let f = r.failures();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].contains("10 clients could not play the server's game (game_mismatch x10)")
+                && f[0].contains("--game asked for \"arena\""),
+            "{f:?}"
+        );
+        let json = r.to_json();
+        assert_eq!(json_value(&json, "game"), Some("\"tag\""));
+        assert_eq!(json_value(&json, "game_requested"), Some("\"arena\""));
+        assert_eq!(json_value(&json, "game_mismatch"), Some("10"));
+        assert_eq!(
+            json_value(&json, "game_error"),
+            Some("\"the server plays \\\"tag\\\", but --game asked for \\\"arena\\\"\"")
+        );
+        assert_eq!(json_value(&json, "passed"), Some("false"));
+        let summary = r.summary();
+        assert!(
+            summary.contains(
+                "game        tag (--game arena), 10 events received, 10 clients could not play it"
+            ),
+            "{summary}"
+        );
+        // No welcome at all: the game is unknown, not an error of its own.
+        let mut none = sample_report();
+        none.game = GameFigures::default();
+        assert!(none.passed());
+        assert_eq!(json_value(&none.to_json(), "game"), Some("null"));
+        assert!(none.summary().contains("unknown (no welcome arrived)"));
+        // Unknown and incompatible games are listed with their counts.
+        let mut mixed = sample_report();
+        mixed.game.unknown = 2;
+        mixed.game.incompatible = 1;
+        let f = mixed.failures();
+        assert!(
+            f[0].contains("3 clients") && f[0].contains("game_unknown x2, game_incompatible x1"),
+            "{f:?}"
         );
     }
 

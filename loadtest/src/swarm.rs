@@ -20,12 +20,23 @@
 //!
 //! From the first wave on, the tick (from the first welcome; 16 ms until one arrives) is cut
 //! into [`GROUPS`] slots; bot `i` belongs to group `i % GROUPS`, and at every slot the bots of
-//! that slot's group send one input (if connected) and run their `update` (handshake resends,
+//! that slot's group send one input (if connected and welcomed) and run their `update` (handshake resends,
 //! keep-alives, timeouts), then the backend is flushed once. Slot deadlines are fixed points
 //! (`t0 + k * slot`), never derived from received snapshots, so a slow server cannot slow the
 //! offered load. When the loop falls more than a tick behind, the missed slots are skipped
 //! and counted (`diagnostics.schedule_slips`): a non-zero count means the load generator,
 //! not the server, was the bottleneck.
+//!
+//! # Inputs (the game's bot)
+//!
+//! A bot sends nothing until its welcome arrives: only the welcome says which game the server
+//! plays and how long its input frames are. At its first welcome the bot finds that game in
+//! `tickwire_games::builtin()` and builds the game's own bot, seeded from `--seed` and the bot
+//! index (see [`crate::play`]); a game other than `--game`, a game this binary lacks or one
+//! with other encodings is counted and reported instead, and that bot stays connected without
+//! sending inputs. At each of its send slots a playing bot asks the game's bot for a frame of
+//! the welcome's `input_bytes`, given the newest snapshot's tick and its own entity's fields
+//! (the entity `snapshot.you` names), and sends it with [`GameClient::send_input`].
 //!
 //! # Round-trip time
 //!
@@ -49,12 +60,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use tickwire_client::{ClientStats, GameClient, GameEvent, Now};
+use tickwire_client::{ClientStats, GameClient, GameEvent, Now, Welcome};
 use tickwire_io::{Backend, SendError, SocketId};
 use tickwire_netcode::{generate_connect_token, Key, TokenParams, USER_DATA_BYTES};
 
 use crate::args::Args;
-use crate::report::{Diagnostics, LatencyHistogram, Report, Rtt, ServerFigures};
+use crate::play::{bot_seed, Catalog, Player, Refusal};
+use crate::report::{Diagnostics, GameFigures, LatencyHistogram, Report, Rtt, ServerFigures};
 use crate::scrape::{self, MetricsUrl, Scrape};
 
 /// Phase groups per tick: bots are spread over the tick like unsynchronised clients.
@@ -100,6 +112,18 @@ enum Status {
     Lost,
 }
 
+/// What a bot knows about its game.
+enum Play {
+    /// No welcome yet: the game, its input size and entity layout are unknown, so the bot
+    /// sends no input.
+    AwaitingWelcome,
+    /// Playing the welcome's game with that game's bot.
+    Playing(Player),
+    /// The welcome named a game it cannot play (counted once in `Tally::refusals`); it stays
+    /// connected and reads snapshots, but sends no input.
+    Refused,
+}
+
 /// Per-bot bookkeeping, beside its [`GameClient`] (split so both can be borrowed at once).
 struct Meter {
     socket: SocketId,
@@ -114,12 +138,10 @@ struct Meter {
     last_acked: u32,
     /// `(seq, sent_ns)` of recent inputs, indexed by `seq % RTT_RING`.
     sent: [(u32, u64); RTT_RING],
-    /// Random-walk state.
-    rng: u64,
-    move_x: i8,
-    move_y: i8,
-    /// Inputs until the next change of direction.
-    turn_in: u16,
+    /// Seed of this bot's game bot (from `--seed` and the bot index).
+    seed: u64,
+    /// The game it plays, from its welcome.
+    play: Play,
     /// Client counters when the window started.
     base: ClientStats,
 }
@@ -134,25 +156,26 @@ impl Meter {
             snapshots: 0,
             last_acked: 0,
             sent: [(0, 0); RTT_RING],
-            rng: splitmix64(seed),
-            move_x: 0,
-            move_y: 0,
-            turn_in: 0,
+            seed,
+            play: Play::AwaitingWelcome,
             base: ClientStats::default(),
         }
     }
 
-    /// The next input of the random walk: a new random direction every 48..=79 inputs
-    /// (0.8-1.3 s at 62.5 Hz).
-    fn next_move(&mut self) -> (i8, i8) {
-        if self.turn_in == 0 {
-            let r = xorshift(&mut self.rng);
-            self.move_x = ((r % 255) as i16 - 127) as i8;
-            self.move_y = (((r >> 16) % 255) as i16 - 127) as i8;
-            self.turn_in = 48 + ((r >> 32) % 32) as u16;
+    /// At the bot's first welcome: chooses its game's bot, or counts why it cannot play.
+    /// Later welcomes (the server resends it until a snapshot is acknowledged) change nothing.
+    fn on_welcome(&mut self, tally: &mut Tally, w: &Welcome) {
+        tally.game.get_or_insert_with(|| w.game.clone());
+        if !matches!(self.play, Play::AwaitingWelcome) {
+            return;
         }
-        self.turn_in -= 1;
-        (self.move_x, self.move_y)
+        self.play = match tally.catalog.choose(w, self.seed) {
+            Ok(player) => Play::Playing(player),
+            Err(refusal) => {
+                tally.refuse(&refusal);
+                Play::Refused
+            }
+        };
     }
 
     fn record_send(&mut self, seq: u32, at_ns: u64) {
@@ -187,6 +210,16 @@ struct Tally {
     /// Bye messages.
     byes: u64,
     rtt: LatencyHistogram,
+    /// The games bots can play (and `--game`).
+    catalog: Catalog,
+    /// The game the first welcome named.
+    game: Option<String>,
+    /// Reliable game events received (the whole run).
+    events_received: u64,
+    /// Bots that could not play their welcome's game, by [`Refusal::kind`].
+    refusals: Vec<(String, u32)>,
+    /// The first refusal's text.
+    first_refusal: Option<String>,
 }
 
 impl Tally {
@@ -197,6 +230,39 @@ impl Tally {
     fn fail(&mut self, reason: String) {
         self.failed += 1;
         bump(&mut self.failures, reason);
+    }
+
+    fn refuse(&mut self, refusal: &Refusal) {
+        bump(&mut self.refusals, refusal.kind().to_string());
+        self.first_refusal
+            .get_or_insert_with(|| refusal.to_string());
+    }
+
+    fn refused(&self, kind: &str) -> u32 {
+        self.refusals
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn new(window: Option<(u64, u64)>, catalog: Catalog) -> Self {
+        Tally {
+            window,
+            connected: 0,
+            failed: 0,
+            losses: Vec::new(),
+            failures: Vec::new(),
+            tick_ms: None,
+            snapshots_total: 0,
+            snapshots_window: 0,
+            byes: 0,
+            rtt: LatencyHistogram::new(),
+            catalog,
+            game: None,
+            events_received: 0,
+            refusals: Vec::new(),
+            first_refusal: None,
+        }
     }
 }
 
@@ -264,8 +330,13 @@ fn on_event(meter: &mut Meter, tally: &mut Tally, event: GameEvent, at_ns: u64) 
                 meter.tick_ms = w.tick_ms;
                 tally.tick_ms.get_or_insert(w.tick_ms);
             }
+            meter.on_welcome(tally, &w);
         }
+        GameEvent::Message(_) => tally.events_received += 1,
         GameEvent::Snapshot(snap) => {
+            if let Play::Playing(player) = &mut meter.play {
+                player.observe(&snap);
+            }
             tally.snapshots_total += 1;
             let counting = meter.counted && tally.in_window(at_ns);
             if counting {
@@ -306,22 +377,6 @@ fn on_event(meter: &mut Meter, tally: &mut Tally, event: GameEvent, at_ns: u64) 
             _ => {}
         },
     }
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)) | 1
-}
-
-fn xorshift(state: &mut u64) -> u64 {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 fn unix_secs() -> u64 {
@@ -380,6 +435,8 @@ struct Swarm {
     tally: Tally,
     send_failures: u64,
     inputs_sent_window: u64,
+    /// Send slots in the window at which a connected bot had no welcome yet (sent nothing).
+    inputs_awaiting_welcome: u64,
     slips: u64,
     t0: Instant,
     unix_secs: u64,
@@ -501,6 +558,7 @@ impl Swarm {
             tally,
             send_failures,
             inputs_sent_window,
+            inputs_awaiting_welcome,
             ..
         } = self;
         for Bot { game, meter } in bots.iter_mut().skip(group).step_by(GROUPS) {
@@ -512,12 +570,19 @@ impl Swarm {
             let mut tx =
                 |to: SocketAddr, d: &[u8]| send_now(io.as_mut(), send_failures, socket, to, d);
             if sending && meter.status == Status::Connected {
-                let (mx, my) = meter.next_move();
-                if let Ok(seq) = game.send_input(cnow, mx, my, 0, &mut tx) {
-                    meter.record_send(seq, at_ns);
-                    if in_window {
-                        *inputs_sent_window += 1;
+                match &mut meter.play {
+                    Play::Playing(player) => {
+                        let tick = player.tick(game.newest_tick());
+                        let frame = player.next_frame(tick);
+                        if let Ok(seq) = game.send_input(cnow, frame, &mut tx) {
+                            meter.record_send(seq, at_ns);
+                            if in_window {
+                                *inputs_sent_window += 1;
+                            }
+                        }
                     }
+                    Play::AwaitingWelcome if in_window => *inputs_awaiting_welcome += 1,
+                    Play::AwaitingWelcome | Play::Refused => {}
                 }
             }
             game.update(cnow, &mut tx, &mut |ev| on_event(meter, tally, ev, at_ns));
@@ -749,7 +814,7 @@ pub fn run(args: &Args) -> Result<Report> {
         socket_to_bot[idx] = i as u32;
         bots.push(Bot {
             game: None,
-            meter: Meter::new(socket, args.seed ^ (i as u64).wrapping_mul(0x9e37_79b9)),
+            meter: Meter::new(socket, bot_seed(args.seed, i)),
         });
     }
     let io_model = io.model().to_string();
@@ -762,20 +827,13 @@ pub fn run(args: &Args) -> Result<Report> {
         bots,
         socket_to_bot,
         outbox: Outbox::new(),
-        tally: Tally {
-            window: None,
-            connected: 0,
-            failed: 0,
-            losses: Vec::new(),
-            failures: Vec::new(),
-            tick_ms: None,
-            snapshots_total: 0,
-            snapshots_window: 0,
-            byes: 0,
-            rtt: LatencyHistogram::new(),
-        },
+        tally: Tally::new(
+            None,
+            Catalog::new(tickwire_games::builtin(), args.game.clone()),
+        ),
         send_failures: 0,
         inputs_sent_window: 0,
+        inputs_awaiting_welcome: 0,
         slips: 0,
         t0,
         unix_secs: unix_secs(),
@@ -906,7 +964,7 @@ fn build_report(
 ) -> Report {
     let window_ms = window.as_secs_f64() * 1000.0;
     let mut expected = 0.0;
-    let (mut snaps, mut bytes, mut stale) = (0u64, 0u64, 0u64);
+    let (mut snaps, mut bytes, mut stale, mut early) = (0u64, 0u64, 0u64, 0u64);
     for Bot { game, meter } in swarm.bots.iter().filter(|b| b.meter.counted) {
         expected += window_ms / f64::from(meter.tick_ms.max(1));
         if let Some(g) = game {
@@ -914,6 +972,7 @@ fn build_report(
             snaps += s.snapshots.saturating_sub(meter.base.snapshots);
             bytes += s.snapshot_bytes.saturating_sub(meter.base.snapshot_bytes);
             stale += s.snapshots_stale.saturating_sub(meter.base.snapshots_stale);
+            early += s.snapshots_early.saturating_sub(meter.base.snapshots_early);
         }
     }
     let loadtest_cpu_cores = cpu.and_then(|(a, b)| {
@@ -929,6 +988,7 @@ fn build_report(
         None => ServerFigures::default(),
     });
     let io_stats = swarm.io.stats();
+    let t = &swarm.tally;
     Report {
         server: args.server.to_string(),
         clients_requested: args.clients,
@@ -946,10 +1006,21 @@ fn build_report(
         loadtest_cpu_cores,
         server_metrics,
         min_delivery: args.min_delivery,
+        game: GameFigures {
+            server: t.game.clone(),
+            requested: t.catalog.wanted().map(str::to_string),
+            events_received: t.events_received,
+            mismatch: t.refused("game_mismatch"),
+            unknown: t.refused("game_unknown"),
+            incompatible: t.refused("game_incompatible"),
+            first_error: t.first_refusal.clone(),
+        },
         diagnostics: Diagnostics {
             schedule_slips: swarm.slips,
             inputs_sent: swarm.inputs_sent_window,
             snapshots_stale: stale,
+            snapshots_early: early,
+            inputs_awaiting_welcome: swarm.inputs_awaiting_welcome,
             send_failures: swarm.send_failures,
             outbox_dropped: swarm.outbox.dropped,
             io_truncated: io_stats.truncated,
@@ -995,35 +1066,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn random_walk_is_seeded_and_turns() {
-        let mut a = Meter::new(SocketId(0), 7);
-        let mut b = Meter::new(SocketId(0), 7);
-        let mut c = Meter::new(SocketId(0), 8);
-        let wa: Vec<_> = (0..500).map(|_| a.next_move()).collect();
-        let wb: Vec<_> = (0..500).map(|_| b.next_move()).collect();
-        let wc: Vec<_> = (0..500).map(|_| c.next_move()).collect();
-        assert_eq!(wa, wb);
-        assert_ne!(wa, wc);
-        // Direction holds for 48..=79 inputs, then changes (500 inputs: at least 6 turns).
-        let turns = wa.windows(2).filter(|w| w[0] != w[1]).count();
-        assert!((5..=10).contains(&turns), "{turns}");
-        assert!(wa.iter().all(|&(x, y)| x >= -127 && y >= -127));
+    fn tally() -> Tally {
+        tally_for(None)
     }
 
-    fn tally() -> Tally {
-        Tally {
-            window: Some((1_000, 1_000_000_000)),
-            connected: 1,
-            failed: 0,
-            losses: Vec::new(),
-            failures: Vec::new(),
-            tick_ms: None,
-            snapshots_total: 0,
-            snapshots_window: 0,
-            byes: 0,
-            rtt: LatencyHistogram::new(),
-        }
+    /// A tally inside its window, one bot connected, the built-in games, `--game wanted`.
+    fn tally_for(wanted: Option<&str>) -> Tally {
+        let catalog = Catalog::new(tickwire_games::builtin(), wanted.map(str::to_string));
+        let mut t = Tally::new(Some((1_000, 1_000_000_000)), catalog);
+        t.connected = 1;
+        t
     }
 
     fn snapshot(tick: u32, last_input_seq: u32) -> GameEvent {
@@ -1031,8 +1083,187 @@ mod tests {
             tick,
             last_input_seq,
             you: 1,
-            entities: Vec::new(),
+            fields_per_entity: 2,
+            ids: Vec::new(),
+            fields: Vec::new(),
         })
+    }
+
+    /// The welcome a server playing built-in game `name` sends (its spec as built here).
+    fn welcome_for(name: &str) -> Welcome {
+        let games = tickwire_games::builtin();
+        let entry = tickwire_game::find(&games, name).unwrap();
+        let spec = (entry.build)(&tickwire_game::GameConfig::new(9, 4, 20))
+            .unwrap()
+            .spec();
+        Welcome {
+            player_id: 1,
+            tick_ms: 20,
+            tick: 100,
+            protocol_version: 2,
+            game: spec.name,
+            game_version: spec.version,
+            input_bytes: spec.input_bytes as u8,
+            entity_fields: spec.entity_fields as u8,
+        }
+    }
+
+    fn connected_meter(seed: u64) -> Meter {
+        let mut m = Meter::new(SocketId(0), seed);
+        m.status = Status::Connected;
+        m.counted = true;
+        m
+    }
+
+    #[test]
+    fn the_welcome_chooses_the_bot_and_its_frame_size() {
+        for entry in tickwire_games::builtin() {
+            let mut t = tally();
+            let mut m = connected_meter(bot_seed(1, 0));
+            assert!(matches!(m.play, Play::AwaitingWelcome), "no input before");
+            let w = welcome_for(entry.name);
+            on_event(&mut m, &mut t, GameEvent::Welcome(w.clone()), 0);
+            assert_eq!(t.game.as_deref(), Some(entry.name));
+            assert!(t.refusals.is_empty() && t.first_refusal.is_none());
+            let Play::Playing(player) = &mut m.play else {
+                panic!("{}: the bot does not play", entry.name);
+            };
+            let tick = player.tick(None);
+            assert_eq!(tick, w.tick, "before any snapshot the welcome's tick");
+            assert_eq!(player.tick(Some(123)), 123, "then the newest snapshot's");
+            for tick in tick..tick + 200 {
+                assert_eq!(player.next_frame(tick).len(), usize::from(w.input_bytes));
+            }
+            // The same bot (same seed) given the same view writes the same frames.
+            let mut a = tally().catalog.choose(&w, 42).unwrap();
+            let mut b = tally().catalog.choose(&w, 42).unwrap();
+            for tick in 0..200 {
+                assert_eq!(a.next_frame(tick), b.next_frame(tick));
+            }
+        }
+    }
+
+    #[test]
+    fn the_bot_sees_its_own_entity() {
+        let mut t = tally();
+        let mut m = connected_meter(3);
+        on_event(&mut m, &mut t, GameEvent::Welcome(welcome_for("arena")), 0);
+        let snap = |you: u32| {
+            GameEvent::Snapshot(tickwire_client::Snapshot {
+                tick: 101,
+                last_input_seq: 0,
+                you,
+                fields_per_entity: 2,
+                ids: vec![4, 7, 9],
+                fields: vec![40, 41, 70, 71, 90, 91],
+            })
+        };
+        on_event(&mut m, &mut t, snap(7), 1);
+        let Play::Playing(player) = &m.play else {
+            panic!("not playing")
+        };
+        assert_eq!(player.me(), Some(&[70, 71][..]));
+        on_event(&mut m, &mut t, snap(tickwire_client::NO_ENTITY), 2);
+        let Play::Playing(player) = &m.play else {
+            panic!("not playing")
+        };
+        assert_eq!(player.me(), None, "no entity in the newest snapshot");
+    }
+
+    #[test]
+    fn another_game_than_requested_is_a_counted_mismatch() {
+        let mut t = tally_for(Some("arena"));
+        // The requested game: plays.
+        let mut m = connected_meter(1);
+        on_event(&mut m, &mut t, GameEvent::Welcome(welcome_for("arena")), 0);
+        assert!(matches!(m.play, Play::Playing(_)));
+        // A server playing something else.
+        let mut other = welcome_for("arena");
+        other.game = "tag".into();
+        for seed in [2, 3] {
+            let mut m = connected_meter(seed);
+            on_event(&mut m, &mut t, GameEvent::Welcome(other.clone()), 0);
+            assert!(matches!(m.play, Play::Refused));
+            // The server resends its welcome: still one refusal per bot.
+            on_event(&mut m, &mut t, GameEvent::Welcome(other.clone()), 1);
+            assert_eq!(m.status, Status::Connected, "it stays connected");
+        }
+        assert_eq!(t.refusals, vec![("game_mismatch".to_string(), 2)]);
+        assert_eq!(
+            (t.refused("game_mismatch"), t.refused("game_unknown")),
+            (2, 0)
+        );
+        let text = t.first_refusal.clone().unwrap();
+        assert!(
+            text.contains("\"tag\"") && text.contains("--game asked for \"arena\""),
+            "{text}"
+        );
+        assert_eq!(t.game.as_deref(), Some("arena"), "the first welcome's game");
+    }
+
+    #[test]
+    fn a_game_this_binary_lacks_is_counted_not_a_panic() {
+        let mut t = tally();
+        let mut w = welcome_for("arena");
+        w.game = "chess".into();
+        let mut m = connected_meter(1);
+        on_event(&mut m, &mut t, GameEvent::Welcome(w), 0);
+        assert!(matches!(m.play, Play::Refused));
+        assert_eq!(t.refusals, vec![("game_unknown".to_string(), 1)]);
+        assert_eq!(t.game.as_deref(), Some("chess"));
+        let text = t.first_refusal.clone().unwrap();
+        assert!(text.contains("\"chess\""), "{text}");
+        for g in tickwire_games::builtin() {
+            assert!(text.contains(g.name), "{text} lacks {}", g.name);
+        }
+        // Its snapshots still count for delivery.
+        on_event(&mut m, &mut t, snapshot(1, 0), 5_000);
+        assert_eq!(t.snapshots_window, 1);
+    }
+
+    #[test]
+    fn other_encodings_of_a_known_game_are_refused() {
+        let good = welcome_for("arena");
+        let mut bad = Vec::new();
+        for input_bytes in [0, good.input_bytes + 1, 200] {
+            bad.push(Welcome {
+                input_bytes,
+                ..good.clone()
+            });
+        }
+        bad.push(Welcome {
+            game_version: good.game_version.wrapping_add(1),
+            ..good.clone()
+        });
+        bad.push(Welcome {
+            entity_fields: good.entity_fields + 1,
+            ..good.clone()
+        });
+        let mut t = tally();
+        for w in &bad {
+            let mut m = connected_meter(1);
+            on_event(&mut m, &mut t, GameEvent::Welcome(w.clone()), 0);
+            assert!(matches!(m.play, Play::Refused), "{w:?}");
+        }
+        assert_eq!(t.refused("game_incompatible"), bad.len() as u32);
+        let text = t.first_refusal.clone().unwrap();
+        assert!(text.contains("0-byte inputs"), "{text}");
+    }
+
+    #[test]
+    fn game_events_are_counted() {
+        let mut t = tally();
+        let mut m = connected_meter(1);
+        for i in 0..3u8 {
+            on_event(&mut m, &mut t, GameEvent::Message(vec![i; 4]), 0);
+        }
+        on_event(
+            &mut m,
+            &mut t,
+            GameEvent::Message(Vec::new()),
+            2_000_000_000,
+        );
+        assert_eq!(t.events_received, 4, "the whole run, not only the window");
     }
 
     #[test]
@@ -1083,19 +1314,9 @@ mod tests {
         m.status = Status::Connecting;
         on_event(&mut m, &mut t, GameEvent::Connected { client_index: 0 }, 0);
         assert_eq!((m.status, t.connected), (Status::Connected, 1));
-        on_event(
-            &mut m,
-            &mut t,
-            GameEvent::Welcome(tickwire_client::Welcome {
-                player_id: 1,
-                tick_ms: 20,
-                tick: 0,
-                arena_width: 100,
-                arena_height: 100,
-            }),
-            0,
-        );
+        on_event(&mut m, &mut t, GameEvent::Welcome(welcome_for("arena")), 0);
         assert_eq!((m.tick_ms, t.tick_ms), (20, Some(20)));
+        assert!(matches!(m.play, Play::Playing(_)));
         m.counted = true;
         on_event(
             &mut m,

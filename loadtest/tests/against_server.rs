@@ -1,5 +1,6 @@
 //! The load tester against the real `tickwire` server on loopback: 20 bots for 2 s, metrics
-//! scraped, JSON report checked. Bounded in time; ephemeral ports only.
+//! scraped, JSON report checked. The server plays its default game (the first built-in one)
+//! and the bots play whatever its welcome names. Bounded in time; ephemeral ports only.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,6 +21,17 @@ fn server_binary() -> PathBuf {
     let path = profile_dir.join(format!("tickwire{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} not found", path.display());
     path
+}
+
+/// The unsigned number after `"name": ` anywhere in the report.
+fn json_number(report: &str, name: &str) -> Option<u64> {
+    let key = format!("\"{name}\": ");
+    let start = report.find(&key)? + key.len();
+    let digits: String = report[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }
 
 fn field(line: &str, name: &str) -> Option<String> {
@@ -110,8 +122,22 @@ fn loadtest_reports_against_a_real_server() {
         "\"snapshot_bytes_mean\"",
         "\"server_cpu_cores\"",
         "\"tick_ms_p99\"",
+        "\"clients_lost\": 0",
+        "\"game_mismatch\": 0",
+        "\"game_unknown\": 0",
+        "\"game_incompatible\": 0",
+        "\"game_error\": null",
     ] {
         assert!(report.contains(key), "report lacks {key}: {report}");
     }
+    let default_game = format!("\"game\": \"{}\"", tickwire_games::builtin()[0].name);
+    assert!(report.contains(&default_game), "{default_game}: {report}");
+    let events: u64 = json_number(&report, "events_received").expect("events_received");
+    assert!(
+        events > 0,
+        "no game event (the level at join) arrived: {report}"
+    );
+    let inputs: u64 = json_number(&report, "inputs_sent").expect("inputs_sent");
+    assert!(inputs > 0, "the bots sent no input: {report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
