@@ -46,8 +46,8 @@
 #![forbid(unsafe_code)]
 
 use tickwire_game::{
-    Bot, Entity, EntityId, Game, GameConfig, GameEntry, GameSpec, JoinRefused, OptionError,
-    Outbox, PlayerId, SplitMix64, StateHasher, View,
+    Bot, Entity, EntityId, Game, GameConfig, GameEntry, GameSpec, JoinRefused, OptionError, Outbox,
+    PlayerId, SplitMix64, StateHasher, View,
 };
 
 /// The game's name (`--game dots`).
@@ -259,13 +259,7 @@ impl Game for Dots {
         for dot in &self.dots {
             match dot {
                 None => h.u32(0),
-                Some(d) => h
-                    .u32(1)
-                    .i32(d.x)
-                    .i32(d.y)
-                    .i32(d.vx)
-                    .i32(d.vy)
-                    .i32(d.score),
+                Some(d) => h.u32(1).i32(d.x).i32(d.y).i32(d.vx).i32(d.vy).i32(d.score),
             };
         }
         h.finish()
@@ -394,7 +388,10 @@ mod tests {
         assert_eq!(g.score(0), 1);
         assert_ne!(g.star, star);
         let events: Vec<_> = out.drain().collect();
-        assert_eq!(events, vec![(None, vec![EVENT_SCORE, 0, 0, 0, 0, 1, 0, 0, 0])]);
+        assert_eq!(
+            events,
+            vec![(None, vec![EVENT_SCORE, 0, 0, 0, 0, 1, 0, 0, 0])]
+        );
     }
 
     #[test]
@@ -409,7 +406,11 @@ mod tests {
             g.step(&mut out);
         }
         let d = g.dots[0].unwrap();
-        assert_eq!((d.x, d.y), (DOT_RADIUS, DOT_RADIUS), "clamped to the corner");
+        assert_eq!(
+            (d.x, d.y),
+            (DOT_RADIUS, DOT_RADIUS),
+            "clamped to the corner"
+        );
 
         let mut c = cfg(2, 1);
         c.options.push(("speed".into(), "0".into()));
