@@ -9,7 +9,9 @@
 # env:   VARIANTS="floor io_uring epoll select blocking tickwire-io_uring tickwire-epoll" (subset),
 #        TICKWIRE_MODELS="io_uring epoll", WARMUP=3, REPEAT=1 (runs per cell),
 #        BENCH_SKIP_BUILD=1 (use the binaries already built), CARGO_TARGET_DIR (default target),
-#        BENCH_DEADLINE="13:35" (any `date -d` time: start no cell that would end after it).
+#        BENCH_DEADLINE="13:35" (any `date -d` time: start no cell that would end after it),
+#        BASELINE_DIR=dir holding an older release's `tickwire` and `tickwire-loadtest`: adds
+#        the variants baseline-<model> (that pair, same cells, same run) for before/after.
 #
 # Per cell: server pinned to CPU 0, load generator to CPU 1, WARMUP s of load, then the window.
 # Over the window the script reads utime+stime of the server from /proc/PID/stat (server cores),
@@ -47,6 +49,14 @@ done
 if [ -z "${VARIANTS:-}" ]; then
   VARIANTS="floor $("$BIN/broadcast-server" --list-models | tr '\n' ' ' | sed 's/ *$//')"
   for m in $TICKWIRE_MODELS; do VARIANTS="$VARIANTS tickwire-$m"; done
+  if [ -n "${BASELINE_DIR:-}" ]; then
+    for m in $TICKWIRE_MODELS; do VARIANTS="$VARIANTS baseline-$m"; done
+  fi
+fi
+if [ -n "${BASELINE_DIR:-}" ]; then
+  for b in "$BASELINE_DIR/tickwire" "$BASELINE_DIR/tickwire-loadtest"; do
+    [ -x "$b" ] || { echo "BASELINE_DIR: missing $b" >&2; exit 2; }
+  done
 fi
 
 # Syscall counter: perf if the tracepoint works here, else strace.
@@ -155,10 +165,11 @@ bench_cell() {
   wait "$spid" || echo "  server failed: $(head -c 300 "$p.server.err")" >&2
 }
 
-# tickwire_cell MODEL N LOGPREFIX: the real server with tickwire-loadtest.
+# tickwire_cell MODEL N LOGPREFIX [SERVER_BIN LOAD_BIN]: the real server with tickwire-loadtest.
 tickwire_cell() {
   local m=$1 n=$2 p=$3 spid lpid game metrics
-  taskset -c 0 "$BIN/tickwire" serve --io-model "$m" --bind 127.0.0.1:0 \
+  local server_bin=${4:-$BIN/tickwire} load_bin=${5:-$BIN/tickwire-loadtest}
+  taskset -c 0 "$server_bin" serve --io-model "$m" --bind 127.0.0.1:0 \
     --metrics-bind 127.0.0.1:0 --key-file "$KEY" --log-format json \
     > /dev/null 2> "$p.server.err" < /dev/null &
   spid=$!
@@ -170,7 +181,7 @@ tickwire_cell() {
   metrics=$(grep -o '"metrics_addr":"[^"]*"' "$p.server.err" | head -1 | cut -d'"' -f4)
   # The load tester's window starts after its connect phase (well under WARMUP s) and lasts
   # WARMUP + WINDOW s, so it covers the script's window [WARMUP, WARMUP + WINDOW].
-  taskset -c 1 "$BIN/tickwire-loadtest" --server "$game" --key-file "$KEY" --clients "$n" \
+  taskset -c 1 "$load_bin" --server "$game" --key-file "$KEY" --clients "$n" \
     --duration "$((WARMUP + WINDOW))" --metrics "http://$metrics/metrics" --json "$p.load.json" \
     --no-progress --io-model epoll --min-delivery 0 > "$p.load.out" 2> "$p.load.err" < /dev/null &
   lpid=$!
@@ -226,7 +237,7 @@ r["syscalls_per_datagram"] = sysc / (2 * n * ticks) if sysc is not None else Non
 r["syscall_counter"] = meas.get("counter")
 r["rss_kb"] = meas.get("rss_kb")
 r["hwm_kb"] = meas.get("hwm_kb")
-if v.startswith("tickwire-"):
+if v.startswith("tickwire-") or v.startswith("baseline-"):
     r["delivery"] = lt.get("delivery_ratio")
     r["load_cores"] = lt.get("loadtest_cpu_cores")
     r["load_slips"] = (lt.get("diagnostics") or {}).get("schedule_slips")
@@ -291,6 +302,8 @@ for rep in $(seq 1 "$REPEAT"); do
       echo "-- $(date -u +%H:%M:%S) $v N=$n rep=$rep" >&2
       case $v in
         tickwire-*) tickwire_cell "${v#tickwire-}" "$n" "$p" || true ;;
+        baseline-*) tickwire_cell "${v#baseline-}" "$n" "$p" \
+                      "$BASELINE_DIR/tickwire" "$BASELINE_DIR/tickwire-loadtest" || true ;;
         *) bench_cell "$v" "$n" "$p" || true ;;
       esac
       line=$(row "$v" "$n" "$rep" "$p")

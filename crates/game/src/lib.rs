@@ -78,7 +78,7 @@ pub struct GameConfig {
     pub max_players: usize,
     /// The fixed step, in milliseconds.
     pub tick_ms: u16,
-    /// Game-specific settings (`[game.NAME]` keys in the config file), as `(key, value)`
+    /// Game-specific settings (the `[game]` section of the config file), as `(key, value)`
     /// strings in key order. A game refuses keys it does not know with [`OptionError`].
     pub options: Vec<(String, String)>,
 }
@@ -106,7 +106,7 @@ impl GameConfig {
 /// A game option the game refused: names the key, the value and what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OptionError {
-    /// The key, without the `game.NAME.` prefix.
+    /// The key, without the `game.` prefix.
     pub key: String,
     /// The value given (empty for an unknown key).
     pub value: String,

@@ -195,8 +195,9 @@ pub struct LogConfig {
 pub struct WorldConfig {
     /// World generation seed.
     pub seed: u64,
-    /// Number of static obstacles, 0..=4096.
-    pub obstacles: u32,
+    /// Deprecated spelling of the arena's `[game]` option `obstacles` (0..=4000): when set, it
+    /// is passed to the game as that option. `None`: not set (the game's own default).
+    pub obstacles: Option<u32>,
 }
 
 /// `[snapshot]`: what each client receives per tick.
@@ -329,7 +330,7 @@ impl Default for Config {
             },
             world: WorldConfig {
                 seed: 1,
-                obstacles: 32,
+                obstacles: None,
             },
             snapshot: SnapshotConfig { max_entities: 48 },
             query: QueryConfig { enabled: true },
@@ -850,7 +851,7 @@ pub fn load_with_env(
     let world = WorldConfig {
         seed: r.get("world.seed", d.world.seed, parse_u64),
         obstacles: r.get("world.obstacles", d.world.obstacles, |raw| {
-            ranged(raw, 0, 4096)
+            ranged(raw, 0, 4000).map(Some)
         }),
     };
     let snapshot = SnapshotConfig {
@@ -1372,7 +1373,10 @@ impl fmt::Display for Config {
 
         writeln!(f, "\n[world]")?;
         line(f, "world.seed", u64_toml(self.world.seed, false))?;
-        line(f, "world.obstacles", self.world.obstacles.to_string())?;
+        match self.world.obstacles {
+            Some(o) => line(f, "world.obstacles", o.to_string())?,
+            None => writeln!(f, "# obstacles: not set (deprecated; use [game] obstacles)")?,
+        }
 
         writeln!(f, "\n[snapshot]")?;
         line(

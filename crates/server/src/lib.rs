@@ -74,9 +74,10 @@ fn choose_game<'a>(
     };
     let mut options = cfg.game_options.clone();
     // `world.obstacles` (kept for compatibility) is the game option `obstacles` when set.
-    if cfg.origins.contains_key("world.obstacles") && !options.iter().any(|(k, _)| k == "obstacles")
-    {
-        options.push(("obstacles".into(), cfg.world.obstacles.to_string()));
+    if let Some(o) = cfg.world.obstacles {
+        if !options.iter().any(|(k, _)| k == "obstacles") {
+            options.push(("obstacles".into(), o.to_string()));
+        }
     }
     let game_cfg = GameConfig {
         seed: cfg.world.seed,

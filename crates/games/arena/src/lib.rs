@@ -19,7 +19,7 @@
 //! u16 LE wall count, then per wall: i32 LE min_x, min_y, max_x, max_y (inclusive)
 //! ```
 //!
-//! The arena reads no client messages. Options (`[game.arena]`): `obstacles` (0..=4096).
+//! The arena reads no client messages. Options (`[game]`): `obstacles` (0..=4000, default 32).
 #![forbid(unsafe_code)]
 
 use tickwire_game::{
@@ -36,6 +36,8 @@ pub const VERSION: u16 = 1;
 pub const INPUT_BYTES: usize = 3;
 /// Fields per entity (x, y).
 pub const ENTITY_FIELDS: usize = 2;
+/// Obstacles placed when the `obstacles` option is not given.
+pub const DEFAULT_OBSTACLES: usize = 32;
 /// Event type byte of the level event.
 pub const EVENT_LEVEL: u8 = 1;
 /// Input button bit for boost.
@@ -64,12 +66,12 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// Builds the arena for `cfg` (option `obstacles`, default one per 8 player slots, at
-    /// least 4).
+    /// Builds the arena for `cfg` (option `obstacles`, 0..=4000, default [`DEFAULT_OBSTACLES`];
+    /// at most 4000 so the level event stays under the 64 KiB event limit).
     pub fn new(cfg: &GameConfig) -> Result<Self, OptionError> {
         OptionError::only(cfg, &["obstacles"])?;
         let base = WorldConfig::for_players(cfg.max_players, cfg.seed);
-        let obstacles = OptionError::parse_in(cfg, "obstacles", 0..=4096, base.obstacles)?;
+        let obstacles = OptionError::parse_in(cfg, "obstacles", 0..=4000, DEFAULT_OBSTACLES)?;
         let world = World::new(WorldConfig { obstacles, ..base });
         let level = encode_level(&world);
         Ok(Arena {
@@ -323,7 +325,7 @@ mod tests {
     fn options_are_validated() {
         let mut c = cfg(8, 1);
         c.options.push(("obstacles".into(), "5000".into()));
-        assert!(Arena::new(&c).unwrap_err().to_string().contains("0..=4096"));
+        assert!(Arena::new(&c).unwrap_err().to_string().contains("0..=4000"));
         let mut c = cfg(8, 1);
         c.options.push(("walls".into(), "3".into()));
         assert!(Arena::new(&c).unwrap_err().to_string().contains("walls"));
@@ -373,5 +375,5 @@ mod tests {
         );
     }
 
-    const PINNED: u64 = 0xBDC7_48B5_E201_31A5;
+    const PINNED: u64 = 0x5816_1C18_7D03_23A2;
 }

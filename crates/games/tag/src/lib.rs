@@ -31,7 +31,7 @@
 //! A step: tick; move every player (id order); charge "it"; rebuild the player grid; at most
 //! one tag; coins (slot order); broadcast the changed scores.
 //!
-//! # Options (`[game.tag]`)
+//! # Options (the `[game]` section)
 //!
 //! - `coins`: `0..=65535`, default `max(max_players / 2, 8)` (at most 65 535).
 //! - `tag_points`: `0..=1000`, default 5.
