@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tickwire_client::{GameClient, GameEvent, Now};
-use tickwire_core::{CoreConfig, GameServer, QueryConfig};
+use tickwire_core::{ChannelConfig, CoreConfig, GameServer, QueryConfig};
 use tickwire_netcode::{build_connect_token, TokenParams, USER_DATA_BYTES};
-use tickwire_sim::WorldConfig;
 
 const KEY: [u8; 32] = [9; 32];
 const PROTOCOL_ID: u64 = 77;
@@ -20,21 +19,26 @@ fn now(ms: u64) -> Now {
 }
 
 fn server(addr: SocketAddr, query: bool) -> GameServer {
-    GameServer::new(CoreConfig {
-        protocol_id: PROTOCOL_ID,
-        private_key: KEY,
-        max_players: 8,
-        public_addrs: vec![addr],
-        tick_ms: 16,
-        world: WorldConfig::for_players(8, 3),
-        snapshot_max_entities: 16,
-        query: query.then(|| QueryConfig {
-            name: "test server".into(),
-            port: addr.port(),
-            secret: 42,
-            rules: vec![("mode".into(), "ffa".into())],
-        }),
-    })
+    let arena =
+        tickwire_arena::Arena::new(&tickwire_game::GameConfig::new(3, 8, 16)).unwrap();
+    GameServer::new(
+        CoreConfig {
+            protocol_id: PROTOCOL_ID,
+            private_key: KEY,
+            max_players: 8,
+            public_addrs: vec![addr],
+            tick_ms: 16,
+            snapshot_max_entities: 16,
+            channel: ChannelConfig::default(),
+            query: query.then(|| QueryConfig {
+                name: "test server".into(),
+                port: addr.port(),
+                secret: 42,
+                rules: vec![("mode".into(), "ffa".into())],
+            }),
+        },
+        Box::new(arena),
+    )
 }
 
 const INFO: &[u8] = b"\xFF\xFF\xFF\xFFTSource Engine Query\0";
@@ -69,7 +73,8 @@ fn a2s_and_netcode_share_the_port() {
         let mut to_server = Vec::new();
         client.update(t, &mut |_, b| to_server.push(b.to_vec()), &mut |_| {});
         if ms % 16 == 0 && client.is_connected() {
-            let _ = client.send_input(t, 10, 0, 0, &mut |_, b| to_server.push(b.to_vec()));
+            let frame = tickwire_arena::encode_input(10, 0, 0);
+            let _ = client.send_input(t, &frame, &mut |_, b| to_server.push(b.to_vec()));
         }
         // A query every 50 ms, interleaved with the session's packets.
         if ms % 50 == 0 {
@@ -119,6 +124,12 @@ fn a2s_and_netcode_share_the_port() {
     assert_eq!(info[4], b'I');
     let name_at = 6;
     assert!(info[name_at..].starts_with(b"test server\0"));
+    // Then the map (the game's spec), the folder and the game (its name).
+    let rest = &info[name_at + b"test server\0".len()..];
+    assert!(
+        rest.starts_with(b"arena\0tickwire\0arena\0"),
+        "map, folder, game: {rest:?}"
+    );
     // players byte follows name, map, folder, game (NUL-terminated) and the u16 app id.
     let mut i = name_at;
     for _ in 0..4 {
