@@ -20,8 +20,7 @@ fn now(ms: u64) -> Now {
 
 fn arena(seed: u64, max_players: usize) -> Box<dyn Game> {
     Box::new(
-        tickwire_arena::Arena::new(&tickwire_game::GameConfig::new(seed, max_players, 16))
-            .unwrap(),
+        tickwire_arena::Arena::new(&tickwire_game::GameConfig::new(seed, max_players, 16)).unwrap(),
     )
 }
 
