@@ -221,6 +221,8 @@ pub struct Bot {
     pub disconnected: bool,
     pub first_pos: Option<(i32, i32)>,
     pub last_pos: Option<(i32, i32)>,
+    /// Some snapshot showed the bot away from its first position.
+    pub moved: bool,
     pub max_reply: usize,
     /// The game the welcome named.
     pub game: Option<String>,
@@ -293,6 +295,7 @@ impl Swarm {
                 disconnected: false,
                 first_pos: None,
                 last_pos: None,
+                moved: false,
                 max_reply: 0,
                 game: None,
                 messages: 0,
@@ -339,9 +342,8 @@ impl Swarm {
                                 assert!(s.last_input_seq >= bot.last_applied);
                                 bot.last_applied = s.last_input_seq;
                                 let game = bot.client.welcome().map(|w| w.game.as_str());
-                                if let Some(pos) = s.find(s.you).and_then(|me| position(game, me))
-                                {
-                                    bot.first_pos.get_or_insert(pos);
+                                if let Some(pos) = s.find(s.you).and_then(|me| position(game, me)) {
+                                    bot.moved |= *bot.first_pos.get_or_insert(pos) != pos;
                                     bot.last_pos = Some(pos);
                                 }
                             }
@@ -362,10 +364,11 @@ impl Swarm {
                     }
                 });
                 // Inputs are in the game's encoding, which the welcome names: none before it.
-                let frame = bot.game.as_deref().and_then(|g| input_frame(g, i, bot.client.next_input_seq()));
-                if let (true, true, Some(frame)) =
-                    (send_inputs, bot.client.is_connected(), frame)
-                {
+                let frame = bot
+                    .game
+                    .as_deref()
+                    .and_then(|g| input_frame(g, i, bot.client.next_input_seq()));
+                if let (true, true, Some(frame)) = (send_inputs, bot.client.is_connected(), frame) {
                     if let Ok(seq) = bot.client.send_input(now, &frame, &mut tx) {
                         bot.last_seq_sent = seq;
                     }
