@@ -61,7 +61,7 @@ impl A2sSource for Src {
             name: "Tickwire #1",
             map: "arena",
             folder: "tickwire",
-            game: "Tickwire Arena",
+            game: "arena",
             players: 3,
             max_players: 64,
             bots: 1,
@@ -242,7 +242,7 @@ fn info_handshake_and_reply_fields() {
     assert_eq!(rd.cstr(), "Tickwire #1");
     assert_eq!(rd.cstr(), "arena");
     assert_eq!(rd.cstr(), "tickwire");
-    assert_eq!(rd.cstr(), "Tickwire Arena");
+    assert_eq!(rd.cstr(), "arena", "game: the game's name");
     assert_eq!(rd.u16(), 0, "app id");
     assert_eq!(rd.u8(), 3, "players");
     assert_eq!(rd.u8(), 64, "max players");
@@ -265,8 +265,7 @@ fn info_handshake_and_reply_fields() {
     rd.done();
 
     // The exact bytes, for the record.
-    let mut golden =
-        b"\xFF\xFF\xFF\xFF\x49\x11Tickwire #1\0arena\0tickwire\0Tickwire Arena\0".to_vec();
+    let mut golden = b"\xFF\xFF\xFF\xFF\x49\x11Tickwire #1\0arena\0tickwire\0arena\0".to_vec();
     golden.extend_from_slice(&[0x00, 0x00, 3, 64, 1, b'd', expected_env, 0, 0]);
     golden.extend_from_slice(b"0.1.0\0\x80");
     golden.extend_from_slice(&40000u16.to_le_bytes());
@@ -793,7 +792,7 @@ for k, v in a2s.rules(addr).items():
         "l"
     };
     let expected = format!(
-        "17|Tickwire #1|arena|tickwire|Tickwire Arena|3|64|1|d|{env}|False|False|0.1.0|0x80|40000\n\
+        "17|Tickwire #1|arena|tickwire|arena|3|64|1|d|{env}|False|False|0.1.0|0x80|40000\n\
          P|0|alice|12|61.5\nP|1|bob|-3|0.25\nP|2|\u{e9}ve|0|3600.0\n\
          R|tick_ms|33\nR|mp_friendlyfire|0\n"
     );

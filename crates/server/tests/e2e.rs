@@ -29,35 +29,44 @@ fn hundred_clients_connect_and_server_reports_them() {
     assert_eq!(reported, 100.0, "server reports 100 connected players");
 }
 
-fn play_on(model: &str) {
-    let mut server = ServerProc::start(&["--io-model", model, "--io-fallback", "none"]);
+fn play_on(model: &str, game: &str, extra: &[&str]) {
+    let mut args = vec!["--io-model", model, "--io-fallback", "none", "--game", game];
+    args.extend_from_slice(extra);
+    let mut server = ServerProc::start(&args);
+    let label = format!("{model}/{game}");
     let n = 20;
     let mut swarm = Swarm::new(&server, n);
     swarm.run(Duration::from_secs(15), true, &mut |s| s.connected() == n);
-    assert_eq!(swarm.connected(), n, "{model}: all bots connected");
+    assert_eq!(swarm.connected(), n, "{label}: all bots connected");
     swarm.run(Duration::from_secs(1), true, &mut |_| false);
     for (i, bot) in swarm.bots.iter().enumerate() {
+        assert_eq!(bot.game.as_deref(), Some(game), "{label}: bot {i} welcome");
+        assert!(
+            bot.messages >= 1,
+            "{label}: bot {i} got the game's join event"
+        );
         assert!(
             bot.snapshots >= 20,
-            "{model}: bot {i} got {} snapshots",
+            "{label}: bot {i} got {} snapshots",
             bot.snapshots
         );
-        assert!(bot.last_applied > 0, "{model}: bot {i} inputs applied");
-        assert_ne!(bot.first_pos, bot.last_pos, "{model}: bot {i} moved");
+        assert!(bot.last_applied > 0, "{label}: bot {i} inputs applied");
+        assert!(bot.first_pos.is_some(), "{label}: bot {i} saw itself");
+        assert!(bot.moved, "{label}: bot {i} moved");
     }
     let body = server.http_get("/metrics").1;
     assert!(
         support::metric_sum(&body, "io_events_processed_total") > 0.0,
-        "{model}: io events"
+        "{label}: io events"
     );
     assert!(
         body.contains(&format!("io_wait_duration_ms_bucket{{backend=\"{model}\"")),
-        "{model}: io wait histogram buckets"
+        "{label}: io wait histogram buckets"
     );
 
     // SIGTERM: clients are told, the process exits 0 promptly.
     let status = server.terminate(Duration::from_secs(3));
-    assert!(status.success(), "{model}: exit status {status:?}");
+    assert!(status.success(), "{label}: exit status {status:?}");
     swarm.run(Duration::from_millis(300), false, &mut |s| {
         s.bots.iter().all(|b| b.bye || b.disconnected)
     });
@@ -68,7 +77,7 @@ fn play_on(model: &str) {
         .count();
     assert_eq!(
         told, n,
-        "{model}: every client was told the server is going away"
+        "{label}: every client was told the server is going away"
     );
 }
 
@@ -78,8 +87,49 @@ fn play_on_every_backend() {
         if model == tickwire_io::Model::Auto {
             continue;
         }
-        play_on(model.as_str());
+        play_on(model.as_str(), "arena", &[]);
+        // Tag's default coins are max_players / 2: 1024 at the default 2048 slots, which a
+        // debug build cannot step in 16 ms. 64 slots (32 coins) is plenty for 20 bots.
+        play_on(model.as_str(), "tag", &["--max-players", "64"]);
     }
+}
+
+/// `serve --list-games` prints the built-in games, one a line; an unknown `--game` is refused
+/// with a message naming the allowed ones.
+#[test]
+fn list_games_and_unknown_game() {
+    let dir = std::env::temp_dir().join(format!("tickwire-games-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tickwire = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .current_dir(&dir)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let list = tickwire(&["serve", "--list-games"]);
+    assert!(list.status.success(), "{list:?}");
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "arena\ntag\n");
+
+    let bad = tickwire(&[
+        "serve",
+        "--game",
+        "nope",
+        "--bind",
+        "127.0.0.1:0",
+        "--metrics-bind",
+        "off",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!bad.status.success(), "must not serve: {bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("\"nope\""), "names the game: {stderr}");
+    assert!(
+        stderr.contains("allowed: arena, tag"),
+        "names the allowed games: {stderr}"
+    );
 }
 
 /// Hostile datagrams on the game port: dropped and counted, never a larger reply, and the

@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{ServerProc, Swarm};
 
@@ -44,7 +44,13 @@ fn forced_io_uring_failure_falls_back_to_blocking_and_serves() {
         .find(|l| l.contains("falling back to blocking"))
         .expect("the fallback is logged");
     assert!(fallback.contains("EPERM"), "with its reason: {fallback}");
-    let body = server.http_get("/metrics").1;
+    // The backend's metrics appear once the loop has run: poll, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut body = server.http_get("/metrics").1;
+    while !body.contains("backend=\"blocking\"") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        body = server.http_get("/metrics").1;
+    }
     assert!(body.contains("backend=\"blocking\""), "serving on blocking");
 
     let mut swarm = Swarm::new(&server, 3);

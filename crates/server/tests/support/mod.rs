@@ -238,7 +238,45 @@ pub struct Bot {
     pub disconnected: bool,
     pub first_pos: Option<(i32, i32)>,
     pub last_pos: Option<(i32, i32)>,
+    /// Some snapshot showed the bot away from its first position.
+    pub moved: bool,
     pub max_reply: usize,
+    /// The game the welcome named.
+    pub game: Option<String>,
+    /// Reliable game events received (the arena's level, tag's hello and scores, ...).
+    pub messages: u64,
+}
+
+/// Bot `i`'s input frame number `n` for `game`: even bots head one way, odd ones the other
+/// (in tag, turning about every 32 frames, so a bot that starts against the field's edge
+/// still moves).
+pub fn input_frame(game: &str, i: usize, n: u32) -> Option<Vec<u8>> {
+    let even = i % 2 == 0;
+    match game {
+        tickwire_arena::NAME => {
+            let dir: i8 = if even { 100 } else { -100 };
+            Some(tickwire_arena::encode_input(dir, dir / 2, 0).to_vec())
+        }
+        tickwire_tag::NAME => {
+            let dir = if even ^ ((n / 32) % 2 == 1) {
+                tickwire_tag::DIR_NE
+            } else {
+                tickwire_tag::DIR_SW
+            };
+            Some(tickwire_tag::encode_input(dir, false).to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// A bot's own position from its entity's fields, in `game`'s layout.
+pub fn position(game: Option<&str>, fields: &[i32]) -> Option<(i32, i32)> {
+    match game? {
+        tickwire_arena::NAME => Some((fields[0], fields[1])),
+        // kind, x, y, flags, stamina
+        tickwire_tag::NAME => Some((fields[1], fields[2])),
+        _ => None,
+    }
 }
 
 /// A set of bots driven from one thread.
@@ -274,7 +312,10 @@ impl Swarm {
                 disconnected: false,
                 first_pos: None,
                 last_pos: None,
+                moved: false,
                 max_reply: 0,
+                game: None,
+                messages: 0,
             });
         }
         Swarm {
@@ -317,11 +358,14 @@ impl Swarm {
                                 assert!(s.last_input_seq <= bot.last_seq_sent);
                                 assert!(s.last_input_seq >= bot.last_applied);
                                 bot.last_applied = s.last_input_seq;
-                                if let Some(me) = s.entities.iter().find(|e| e.id == s.you) {
-                                    bot.first_pos.get_or_insert((me.x, me.y));
-                                    bot.last_pos = Some((me.x, me.y));
+                                let game = bot.client.welcome().map(|w| w.game.as_str());
+                                if let Some(pos) = s.find(s.you).and_then(|me| position(game, me)) {
+                                    bot.moved |= *bot.first_pos.get_or_insert(pos) != pos;
+                                    bot.last_pos = Some(pos);
                                 }
                             }
+                            GameEvent::Welcome(w) => bot.game = Some(w.game),
+                            GameEvent::Message(_) => bot.messages += 1,
                             GameEvent::Bye(reason) => {
                                 bot.bye = true;
                                 bot.bye_reason = Some(reason);
@@ -336,9 +380,13 @@ impl Swarm {
                         bot.disconnected = true;
                     }
                 });
-                if send_inputs && bot.client.is_connected() {
-                    let dir = if i % 2 == 0 { 100 } else { -100 };
-                    if let Ok(seq) = bot.client.send_input(now, dir, dir / 2, 0, &mut tx) {
+                // Inputs are in the game's encoding, which the welcome names: none before it.
+                let frame = bot
+                    .game
+                    .as_deref()
+                    .and_then(|g| input_frame(g, i, bot.client.next_input_seq()));
+                if let (true, true, Some(frame)) = (send_inputs, bot.client.is_connected(), frame) {
+                    if let Ok(seq) = bot.client.send_input(now, &frame, &mut tx) {
                         bot.last_seq_sent = seq;
                     }
                 }
