@@ -89,7 +89,7 @@ fn shipped_config_is_valid_and_printed() {
         "level = \"info\"",
         "format = \"text\"",
         "seed = 1",
-        "# obstacles: not set",
+        "# obstacles: not set (deprecated; use [game] obstacles)",
         "max_entities = 48",
         "[query]",
         "enabled = true",
