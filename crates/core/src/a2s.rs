@@ -119,7 +119,7 @@ const EDF_PORT: u8 = 0x80;
 pub struct A2sInfo<'a> {
     /// Server name shown in browsers.
     pub name: &'a str,
-    /// Current map (arena) name.
+    /// Current map name (the game's).
     pub map: &'a str,
     /// Game directory name.
     pub folder: &'a str,

@@ -41,7 +41,7 @@
 //!
 //! Costs grow with how unevenly entities are spread: a dense cluster far from the rest makes
 //! its cells crowded (many candidates per query) and the gaps empty (many cells per ring).
-//! Layouts like the arena's (roughly uniform) are the fast case.
+//! Roughly uniform layouts are the fast case.
 
 /// Index bits of the fast-path keys `d2 << FAST_BITS | slot`.
 const FAST_BITS: u32 = 9;

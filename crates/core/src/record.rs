@@ -22,7 +22,8 @@
 //! ```
 //!
 //! At one input per player per tick the input records dominate: about `2 + input_bytes`
-//! bytes per player per tick (arena: 5 B, about 19 KB per player per minute at 62.5 Hz).
+//! bytes per player per tick (a 3-byte frame: 5 B, about 19 KB per player per minute at
+//! 62.5 Hz).
 
 use std::fmt;
 use std::io::{self, BufRead, Write};
