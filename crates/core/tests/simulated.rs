@@ -104,6 +104,8 @@ struct Scenario {
     leavers: usize,
     /// Events the server sends to bot 0 at tick 60 (content checked at the end).
     extra_events: Vec<Vec<u8>>,
+    /// Reliable messages bots[0] sends to the game at tick 60.
+    client_messages: Vec<Vec<u8>>,
 }
 
 struct Outcome {
@@ -232,6 +234,11 @@ fn run(sc: &Scenario) -> Outcome {
                 continue;
             }
             let mut out = Vec::new();
+            if i == 0 && ms == 60 * TICK_MS {
+                for m in &sc.client_messages {
+                    bot.client.send_message(m).expect("message queued");
+                }
+            }
             if bot.leaves_at.is_some_and(|tick| ms == tick * TICK_MS) {
                 bot.client
                     .disconnect(&mut |peer, b| out.push((peer, b.to_vec())));
@@ -360,6 +367,7 @@ fn scenario(game: GameEntry, seed: u64, loss_percent: u64) -> Scenario {
         loss_percent,
         leavers: 2,
         extra_events: Vec::new(),
+        client_messages: Vec::new(),
     }
 }
 
@@ -450,6 +458,76 @@ fn large_events_arrive_intact_in_order_under_loss() {
     for (g, want) in got.iter().zip(&sc.extra_events) {
         assert_eq!(*g, want, "event {} intact and in order", want[1]);
     }
+}
+
+/// The arena with an echo: every reliable message a player sends comes back to them, marked.
+struct Echo(tickwire_arena::Arena);
+
+impl tickwire_game::Game for Echo {
+    fn spec(&self) -> tickwire_game::GameSpec {
+        self.0.spec()
+    }
+    fn join(
+        &mut self,
+        p: tickwire_game::PlayerId,
+        out: &mut tickwire_game::Outbox,
+    ) -> Result<(), tickwire_game::JoinRefused> {
+        self.0.join(p, out)
+    }
+    fn leave(&mut self, p: tickwire_game::PlayerId, out: &mut tickwire_game::Outbox) {
+        self.0.leave(p, out)
+    }
+    fn input(&mut self, p: tickwire_game::PlayerId, frame: &[u8]) {
+        self.0.input(p, frame)
+    }
+    fn message(&mut self, p: tickwire_game::PlayerId, msg: &[u8], out: &mut tickwire_game::Outbox) {
+        let mut reply = vec![0xEC];
+        reply.extend_from_slice(msg);
+        out.send(p, &reply);
+    }
+    fn step(&mut self, out: &mut tickwire_game::Outbox) {
+        self.0.step(out)
+    }
+    fn view(&self, view: &mut tickwire_game::View) {
+        self.0.view(view)
+    }
+    fn state_hash(&self) -> u64 {
+        self.0.state_hash()
+    }
+}
+
+#[test]
+fn client_messages_reach_the_game_in_order_under_loss() {
+    let echo = GameEntry {
+        name: "arena",
+        about: "the arena, echoing reliable messages",
+        build: |cfg| Ok(Box::new(Echo(tickwire_arena::Arena::new(cfg)?))),
+        bot: tickwire_arena::entry().bot,
+    };
+    let mut sc = scenario(echo, 21, 20);
+    let mut r = Rng(5);
+    for (n, len) in [(0u8, 5usize), (1, 20_000), (2, 0), (3, 1500)] {
+        let mut m = vec![n];
+        m.extend((0..len).map(|_| r.next() as u8));
+        sc.client_messages.push(m);
+    }
+    let out = run(&sc);
+    let echoes: Vec<&[u8]> = out.bots[0]
+        .events
+        .iter()
+        .filter(|e| e.first() == Some(&0xEC))
+        .map(|e| &e[1..])
+        .collect();
+    assert_eq!(
+        echoes.len(),
+        sc.client_messages.len(),
+        "every message echoed"
+    );
+    for (got, want) in echoes.iter().zip(&sc.client_messages) {
+        assert_eq!(*got, &want[..], "message {} intact and in order", want[0]);
+    }
+    assert_eq!(out.server.stats().messages_received, 4);
+    assert_eq!(out.server.stats().reliable_malformed, 0);
 }
 
 #[test]
