@@ -481,16 +481,13 @@ impl GameServer {
             .map(|p| p.last_applied_seq)
     }
 
-    /// Queues a reliable event for a connected client (as a game's `Outbox` would).
-    pub fn send_event(&mut self, client: usize, msg: &[u8]) -> Result<(), ChannelError> {
-        let player = self
-            .players
-            .get_mut(client)
-            .and_then(Option::as_mut)
-            .ok_or(ChannelError::TooLarge { len: 0, max: 0 })?;
+    /// Queues a reliable event for a connected client (as a game's `Outbox` would, for tools
+    /// and tests). `None`: no such player.
+    pub fn send_event(&mut self, client: usize, msg: &[u8]) -> Option<Result<(), ChannelError>> {
+        let player = self.players.get_mut(client).and_then(Option::as_mut)?;
         let r = player.channel.send(msg);
         count_event(&mut self.stats, &mut self.side.last_refused, client, r);
-        r
+        Some(r)
     }
 
     /// The game refused a player: tell them why and end the session.

@@ -268,7 +268,10 @@ fn run(sc: &Scenario) -> Outcome {
         if ms % TICK_MS == 0 && ms > 0 {
             if ms / TICK_MS == 60 {
                 for e in &sc.extra_events {
-                    server.send_event(0, e).expect("event queued");
+                    server
+                        .send_event(0, e)
+                        .expect("player 0 connected")
+                        .expect("event queued");
                 }
             }
             let mut out = Vec::new();
@@ -535,7 +538,11 @@ fn oversized_events_are_refused_and_counted() {
     let sc = scenario(tickwire_arena::entry(), 12, 0);
     let mut out = run(&Scenario { ticks: 200, ..sc });
     let too_big = vec![0u8; ChannelConfig::default().max_message_bytes + 1];
-    let err = out.server.send_event(0, &too_big).unwrap_err();
+    let err = out
+        .server
+        .send_event(0, &too_big)
+        .expect("player 0 connected")
+        .unwrap_err();
     assert!(
         matches!(err, tickwire_core::ChannelError::TooLarge { .. }),
         "{err:?}"
