@@ -573,12 +573,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     let req = parse_request(&buf[..len]);
     let resp = if complete {
-        let mut resp = respond(
-            req.as_ref(),
-            &shared.handle,
-            &shared.health,
-            Instant::now(),
-        );
+        let mut resp = respond(req.as_ref(), &shared.handle, &shared.health, Instant::now());
         if resp.status == 200 && req.as_ref().is_some_and(|r| r.path == "/metrics") {
             shared.stats.write_prometheus(&mut resp.body);
         }
@@ -857,7 +852,10 @@ mod tests {
         let h = Health::with_stale_after(Duration::from_secs(1));
         let t0 = h.start;
         let get = |path: &str, at_ms: u64| {
-            let req = Request { method: "GET", path };
+            let req = Request {
+                method: "GET",
+                path,
+            };
             let r = respond(Some(&req), &handle, &h, t0 + Duration::from_millis(at_ms));
             (r.status, r.body)
         };

@@ -708,10 +708,17 @@ mod tests {
     fn runs_until_a_stop_is_asked_for() {
         let t0 = Instant::now();
         let mut d = Drain::new(ms(2000));
-        let got = steps(&mut d, t0, &[(0, false, 5), (16, false, 0), (3_600_000, false, 9)]);
+        let got = steps(
+            &mut d,
+            t0,
+            &[(0, false, 5), (16, false, 0), (3_600_000, false, 9)],
+        );
         assert_eq!(got, [DrainStep::Run; 3]);
         assert!(!d.interrupts_wait(false));
-        assert!(d.interrupts_wait(true), "a stop ends the wait between ticks");
+        assert!(
+            d.interrupts_wait(true),
+            "a stop ends the wait between ticks"
+        );
     }
 
     #[test]
@@ -750,7 +757,10 @@ mod tests {
                 DrainStep::Finish(Finish::GraceExpired)
             ]
         );
-        assert!(!d.interrupts_wait(true), "a running drain does not cut waits short");
+        assert!(
+            !d.interrupts_wait(true),
+            "a running drain does not cut waits short"
+        );
     }
 
     /// Stopping early (was: a process test with a 30 s grace that had to exit within 5 s of
