@@ -762,6 +762,11 @@ mod tests {
 
         assert_eq!(request(addr, "/healthz"), (200, "ok\n".to_owned()));
         assert_eq!(request(addr, "/readyz").0, 503);
+        // A connection thread counts itself open until it ends, a moment after its answer:
+        // wait for those two, so the scrape below sees the idle ones and itself only.
+        wait_for("answered connections released", || {
+            admin.stats().open() == 8
+        });
         let (status, body) = request(addr, "/metrics");
         assert_eq!(status, 200);
         // The 8 idle ones plus the scrape itself.
@@ -773,7 +778,7 @@ mod tests {
         for s in &idle {
             assert!(still_open(s), "an idle connection was closed");
         }
-        assert_eq!(admin.stats().open(), 8);
+        wait_for("the scrape released", || admin.stats().open() == 8);
         drop(idle);
         wait_for("idle connections released", || admin.stats().open() == 0);
     }
