@@ -169,7 +169,10 @@ impl ServerProc {
             client_id,
             create_unix_secs: unix_now(),
             expire_secs: 300,
-            timeout_secs: 5,
+            // How long either side waits for the other before giving up (the handshake
+            // included): a hang guard here, not a figure. At 5 s, a debug-build server sharing
+            // two busy cores with other tests could leave 100 handshakes unanswered that long.
+            timeout_secs: 60,
             server_addrs: &[self.game_addr],
             user_data: [0; USER_DATA_BYTES],
             private_key: &self.key,
