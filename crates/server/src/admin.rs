@@ -486,8 +486,13 @@ impl Response {
     }
 }
 
-/// Routes one request (exposed for tests).
-pub fn respond(req: Option<&Request<'_>>, handle: &PrometheusHandle, health: &Health) -> Response {
+/// Routes one request (exposed for tests), as seen at `now` (liveness depends on it).
+pub fn respond(
+    req: Option<&Request<'_>>,
+    handle: &PrometheusHandle,
+    health: &Health,
+    now: Instant,
+) -> Response {
     let Some(req) = req else {
         return Response::text(400, "bad request\n");
     };
@@ -501,8 +506,8 @@ pub fn respond(req: Option<&Request<'_>>, handle: &PrometheusHandle, health: &He
             body: crate::metrics::render(handle),
         },
         "/healthz" => {
-            let age = health.tick_age(Instant::now());
-            if health.is_live(Instant::now()) {
+            let age = health.tick_age(now);
+            if health.is_live(now) {
                 Response::text(200, "ok\n")
             } else {
                 Response::text(
@@ -568,7 +573,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     let req = parse_request(&buf[..len]);
     let resp = if complete {
-        let mut resp = respond(req.as_ref(), &shared.handle, &shared.health);
+        let mut resp = respond(req.as_ref(), &shared.handle, &shared.health, Instant::now());
         if resp.status == 200 && req.as_ref().is_some_and(|r| r.path == "/metrics") {
             shared.stats.write_prometheus(&mut resp.body);
         }
@@ -684,7 +689,9 @@ mod tests {
     #[test]
     fn healthz_ok_after_a_fresh_tick() {
         let (_recorder, handle) = local_handle();
-        let health = Arc::new(Health::new()); // 1 s limit
+        // A limit no loaded machine reaches between the tick and the request (the boundary
+        // itself is proved on virtual time in healthz_on_virtual_time).
+        let health = Arc::new(Health::with_stale_after(Duration::from_secs(3600)));
         let admin = spawn("127.0.0.1:0".parse().unwrap(), handle, Arc::clone(&health)).unwrap();
         health.tick();
         assert_eq!(
@@ -755,6 +762,11 @@ mod tests {
 
         assert_eq!(request(addr, "/healthz"), (200, "ok\n".to_owned()));
         assert_eq!(request(addr, "/readyz").0, 503);
+        // A connection thread counts itself open until it ends, a moment after its answer:
+        // wait for those two, so the scrape below sees the idle ones and itself only.
+        wait_for("answered connections released", || {
+            admin.stats().open() == 8
+        });
         let (status, body) = request(addr, "/metrics");
         assert_eq!(status, 200);
         // The 8 idle ones plus the scrape itself.
@@ -766,7 +778,7 @@ mod tests {
         for s in &idle {
             assert!(still_open(s), "an idle connection was closed");
         }
-        assert_eq!(admin.stats().open(), 8);
+        wait_for("the scrape released", || admin.stats().open() == 8);
         drop(idle);
         wait_for("idle connections released", || admin.stats().open() == 0);
     }
@@ -836,6 +848,44 @@ mod tests {
         assert!(h.is_live(t0 + Duration::from_millis(50)));
         assert!(!h.is_live(t0 + Duration::from_millis(150)));
         assert!(!h.is_accepting());
+    }
+
+    /// `/healthz` and `/readyz` as a function of (now, last tick, accepting), on virtual time.
+    #[test]
+    fn healthz_on_virtual_time() {
+        let (_recorder, handle) = local_handle();
+        let h = Health::with_stale_after(Duration::from_secs(1));
+        let t0 = h.start;
+        let get = |path: &str, at_ms: u64| {
+            let req = Request {
+                method: "GET",
+                path,
+            };
+            let r = respond(Some(&req), &handle, &h, t0 + Duration::from_millis(at_ms));
+            (r.status, r.body)
+        };
+        // Live for the limit from creation, even before the first tick; then stale.
+        assert_eq!(get("/healthz", 0), (200, "ok\n".to_owned()));
+        assert_eq!(get("/healthz", 1000), (200, "ok\n".to_owned()));
+        assert_eq!(
+            get("/healthz", 1001),
+            (503, "stale: last tick 1001 ms ago\n".to_owned())
+        );
+        // A tick makes it live again for the limit, measured from that tick.
+        h.tick_completed(t0 + Duration::from_millis(5000));
+        assert_eq!(get("/healthz", 5000).0, 200);
+        assert_eq!(get("/healthz", 6000).0, 200);
+        assert_eq!(get("/healthz", 6001).0, 503);
+        // A tick's instant never counts backwards (an older instant is age 0 at `now`).
+        assert_eq!(h.tick_age(t0 + Duration::from_millis(4000)), Duration::ZERO);
+        // Readiness follows `accepting` alone (a draining server is live but not ready).
+        assert_eq!(get("/readyz", 5000).0, 503);
+        h.set_accepting(true);
+        assert_eq!(get("/readyz", 5000), (200, "ok\n".to_owned()));
+        assert_eq!(get("/readyz", 60_000).0, 200);
+        h.set_accepting(false);
+        assert_eq!(get("/readyz", 5000).0, 503);
+        assert_eq!(get("/healthz", 5500).0, 200, "live while draining");
     }
 
     #[test]

@@ -28,6 +28,11 @@
 //! * Shutdown is sent last (after one final attempt at a pending Counter update), retried a
 //!   few times within a bounded budget, and then the thread exits.
 //!
+//! The logic is a sans-IO state machine, [`Sdk`]: given the clock, what the loop asked for
+//! ([`Wants`]) and the answers so far, it says which request to make next ([`Next::Send`]) or
+//! until when to sleep ([`Next::Sleep`]). The `agones` thread only feeds it `Instant::now()`
+//! and real answers; tests (tests/agones.rs) drive it on virtual time with scripted answers.
+//!
 //! Self-contained on purpose (std + tracing only): liveness comes in as a closure rather than
 //! the admin module's `Health`, so the module can be tested on its own.
 
@@ -280,16 +285,79 @@ impl Retry {
     }
 }
 
-/// The thread's state.
-struct Worker {
-    addr: SocketAddr,
-    opts: AgonesOptions,
+/// One request to the sidecar, as the state machine asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// `POST /ready`.
+    Ready,
+    /// `POST /health`.
+    Health,
+    /// `PATCH /v1beta1/counters/{name}` with this count.
+    Counter(u64),
+    /// `GET /gameserver` (the allocated address).
+    GameServer,
+    /// `POST /shutdown`.
+    Shutdown,
+}
+
+/// What the tick loop asked for, as the thread reads it from [`Shared`] before every step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// How many times Ready was asked for ([`Agones::ready`] calls).
+    pub ready: u64,
+    /// The latest player count, if one was given.
+    pub players: Option<u64>,
+    /// [`Agones::shutdown`] was called.
+    pub shutdown: bool,
+    /// [`Agones::stop`] was called or the handle is gone.
+    pub stop: bool,
+}
+
+/// The state machine's next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Make this request now and hand its answer to [`Sdk::answer`].
+    Send(Call),
+    /// Nothing is due before this instant (a change in [`Wants`] may make something due
+    /// sooner: ask again then).
+    Sleep(Instant),
+    /// Done: the thread exits.
+    Exit,
+}
+
+/// The answer to one request: `Ok((status, body))`, or why no HTTP answer came.
+pub type Answer = Result<(u16, Vec<u8>), String>;
+
+/// The Shutdown phase, entered once [`Wants::shutdown`] is seen.
+#[derive(Debug)]
+struct Finishing {
+    /// When the Shutdown was first seen (the budget runs from here).
+    start: Instant,
+    /// The one final Counter attempt was made (or none was pending).
+    counter_done: bool,
+    /// Shutdown attempts made.
+    attempts: u32,
+    /// Earliest next Shutdown attempt.
+    at: Instant,
+    /// Delay after the next failure.
+    delay: Duration,
+    /// Shutdown succeeded or was given up: exit.
+    done: bool,
+}
+
+/// The SDK client's logic, sans I/O: given the clock, what the loop wants and the answers so
+/// far, it says which request to make next and until when to sleep. No socket, no clock read,
+/// no sleep: the `agones` thread ([`Agones::start`]) feeds it `Instant::now()` and real
+/// answers; tests feed it a virtual clock and scripted answers.
+#[derive(Debug)]
+pub struct Sdk {
+    counter: String,
     counter_path: String,
-    is_live: Box<dyn Fn() -> bool + Send>,
-    shared: Arc<Shared>,
-    woken: Receiver<()>,
+    health_interval: Duration,
     /// Ready requests already satisfied.
     ready_done: u64,
+    /// The Ready count a Ready in flight would satisfy.
+    ready_sending: u64,
     /// `GET /gameserver` gave the allocated address (or the attempts ran out).
     address_done: bool,
     address_retry: Retry,
@@ -301,6 +369,7 @@ struct Worker {
     health_failures: u32,
     /// Whether the last liveness check said live (to log transitions once).
     was_live: bool,
+    finishing: Option<Finishing>,
 }
 
 /// The outcome of one request.
@@ -313,27 +382,16 @@ enum Outcome {
     Refused(String),
 }
 
-impl Worker {
-    fn new(
-        opts: AgonesOptions,
-        is_live: Box<dyn Fn() -> bool + Send>,
-        shared: Arc<Shared>,
-        woken: Receiver<()>,
-    ) -> Self {
-        let now = Instant::now();
-        // A zero interval would spin; the config allows 1..=60 s anyway.
-        let opts = AgonesOptions {
-            health_interval: opts.health_interval.max(Duration::from_millis(10)),
-            ..opts
-        };
-        Worker {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port)),
-            counter_path: format!("/v1beta1/counters/{}", percent_encode(&opts.counter)),
-            opts,
-            is_live,
-            shared,
-            woken,
+impl Sdk {
+    /// A client that starts at `now`: the first Health ping is due at once.
+    pub fn new(health_interval: Duration, counter: &str, now: Instant) -> Self {
+        Sdk {
+            counter: counter.to_owned(),
+            counter_path: format!("/v1beta1/counters/{}", percent_encode(counter)),
+            // A zero interval would spin; the config allows 1..=60 s anyway.
+            health_interval: health_interval.max(Duration::from_millis(10)),
             ready_done: 0,
+            ready_sending: 0,
             address_done: false,
             address_retry: Retry::new(now),
             ready_retry: Retry::new(now),
@@ -342,62 +400,141 @@ impl Worker {
             next_health: now,
             health_failures: 0,
             was_live: true,
+            finishing: None,
         }
     }
 
-    fn run(mut self) {
-        loop {
-            if self.shared.shutdown.load(Ordering::Relaxed) {
-                self.finish();
-                return;
-            }
-            if self.shared.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let now = Instant::now();
-            self.ready_step(now);
-            self.address_step(now);
-            self.counter_step(now);
-            self.health_step(now);
-
-            // Sleep until the next thing is due, or a call from the loop wakes us.
-            let now = Instant::now();
-            let mut due = self.next_health;
-            if self.ready_pending() {
-                due = due.min(self.ready_retry.at);
-            }
-            if self.ready_done > 0 && !self.address_done {
-                due = due.min(self.address_retry.at);
-            }
-            if self.counter_pending().is_some() {
-                due = due.min(self.counter_retry.at);
-            }
-            match self.woken.recv_timeout(due.saturating_duration_since(now)) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                // The handle is gone (dropped): nothing more will be asked.
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
+    /// Method, path and body of `call`.
+    pub fn request(&self, call: &Call) -> (&'static str, String, String) {
+        match call {
+            Call::Ready => ("POST", "/ready".to_owned(), "{}".to_owned()),
+            Call::Health => ("POST", "/health".to_owned(), "{}".to_owned()),
+            Call::Shutdown => ("POST", "/shutdown".to_owned(), "{}".to_owned()),
+            Call::GameServer => ("GET", "/gameserver".to_owned(), String::new()),
+            Call::Counter(n) => (
+                "PATCH",
+                self.counter_path.clone(),
+                format!("{{\"count\":\"{n}\"}}"),
+            ),
         }
     }
 
-    fn ready_pending(&self) -> bool {
-        self.shared.ready_wanted.load(Ordering::Relaxed) > self.ready_done
+    /// The next step at `now`. `is_live` is asked only when a Health ping is due: pings go out
+    /// only while it says true.
+    pub fn next(&mut self, now: Instant, wants: &Wants, is_live: &dyn Fn() -> bool) -> Next {
+        if wants.shutdown && self.finishing.is_none() {
+            self.finishing = Some(Finishing {
+                start: now,
+                counter_done: false,
+                attempts: 0,
+                at: now,
+                delay: BACKOFF_START,
+                done: false,
+            });
+        }
+        let pending = self.counter_pending(wants);
+        if let Some(f) = &mut self.finishing {
+            // Shutdown: one last Counter update if one is pending, then `POST /shutdown`,
+            // bounded. A stop does not cut it short: it is the last word.
+            if f.done {
+                return Next::Exit;
+            }
+            if !f.counter_done {
+                f.counter_done = true;
+                if let Some(n) = pending {
+                    return Next::Send(Call::Counter(n));
+                }
+            }
+            return if now < f.at {
+                Next::Sleep(f.at)
+            } else {
+                Next::Send(Call::Shutdown)
+            };
+        }
+        if wants.stop {
+            return Next::Exit;
+        }
+        if wants.ready > self.ready_done && now >= self.ready_retry.at {
+            self.ready_sending = wants.ready;
+            return Next::Send(Call::Ready);
+        }
+        if self.address_pending() && now >= self.address_retry.at {
+            return Next::Send(Call::GameServer);
+        }
+        if let Some(n) = self.counter_pending(wants) {
+            if now >= self.counter_retry.at {
+                return Next::Send(Call::Counter(n));
+            }
+        }
+        while now >= self.next_health {
+            // Keep the cadence anchored to the schedule, but never run catch-up pings.
+            self.next_health += self.health_interval;
+            if self.next_health <= now {
+                self.next_health = now + self.health_interval;
+            }
+            let live = is_live();
+            if live != self.was_live {
+                if live {
+                    tracing::info!("agones: tick loop advancing again; Health pings resume");
+                } else {
+                    tracing::warn!("agones: tick loop stalled; Health pings paused");
+                }
+                self.was_live = live;
+            }
+            if live {
+                return Next::Send(Call::Health);
+            }
+        }
+        // Sleep until the next thing is due (a call from the loop may wake the thread sooner).
+        let mut due = self.next_health;
+        if wants.ready > self.ready_done {
+            due = due.min(self.ready_retry.at);
+        }
+        if self.address_pending() {
+            due = due.min(self.address_retry.at);
+        }
+        if self.counter_pending(wants).is_some() {
+            due = due.min(self.counter_retry.at);
+        }
+        Next::Sleep(due)
+    }
+
+    /// Takes the answer to `call` (made at [`Sdk::next`]'s say), received at `now`. Returns
+    /// the GameServer's allocated address when this answer told it.
+    pub fn answer(&mut self, now: Instant, call: &Call, answer: Answer) -> Option<SocketAddr> {
+        let (method, path, _) = self.request(call);
+        let outcome = match &answer {
+            Ok((status, _)) if (200..300).contains(status) => Outcome::Ok,
+            Ok((status, _)) if (400..500).contains(status) => {
+                Outcome::Refused(format!("{method} {path}: HTTP {status}"))
+            }
+            Ok((status, _)) => Outcome::Retry(format!("{method} {path}: HTTP {status}")),
+            Err(e) => Outcome::Retry(format!("{method} {path}: {e}")),
+        };
+        match call {
+            Call::Ready => self.ready_answer(now, outcome),
+            Call::Counter(n) => self.counter_answer(now, *n, outcome),
+            Call::Health => self.health_answer(outcome),
+            Call::Shutdown => self.shutdown_answer(now, outcome),
+            Call::GameServer => return self.address_answer(now, answer),
+        }
+        None
+    }
+
+    /// After Ready, `GET /gameserver` is asked until it answers an address (or gives up).
+    fn address_pending(&self) -> bool {
+        self.ready_done > 0 && !self.address_done
     }
 
     /// The count to send, if it differs from what the Counter holds.
-    fn counter_pending(&self) -> Option<u64> {
-        let n = self.shared.players.load(Ordering::Relaxed);
-        (n != UNSET && self.counter_sent != Some(n)).then_some(n)
+    fn counter_pending(&self, wants: &Wants) -> Option<u64> {
+        wants.players.filter(|&n| self.counter_sent != Some(n))
     }
 
-    fn ready_step(&mut self, now: Instant) {
-        if !self.ready_pending() || now < self.ready_retry.at {
-            return;
-        }
-        let wanted = self.shared.ready_wanted.load(Ordering::Relaxed);
-        match self.request("POST", "/ready", "{}") {
+    fn ready_answer(&mut self, now: Instant, outcome: Outcome) {
+        match outcome {
             Outcome::Ok => {
-                self.ready_done = wanted;
+                self.ready_done = self.ready_sending;
                 tracing::info!(
                     attempts = self.ready_retry.failures + 1,
                     "agones: Ready (the GameServer can be allocated)"
@@ -405,17 +542,17 @@ impl Worker {
                 self.ready_retry.succeeded(now);
             }
             Outcome::Retry(why) | Outcome::Refused(why) => {
-                self.ready_retry.failed(Instant::now());
+                self.ready_retry.failed(now);
                 let retry_ms = self
                     .ready_retry
                     .at
                     .saturating_duration_since(now)
-                    .as_millis();
+                    .as_millis() as u64;
                 if self.ready_retry.loud() {
                     tracing::warn!(
                         error = %why,
                         attempts = self.ready_retry.failures,
-                        retry_in_ms = retry_ms as u64,
+                        retry_in_ms = retry_ms,
                         "agones: Ready failed (is the SDK sidecar up?); retrying"
                     );
                 } else {
@@ -426,38 +563,30 @@ impl Worker {
         }
     }
 
-    fn counter_step(&mut self, now: Instant) {
-        let Some(n) = self.counter_pending() else {
-            return;
-        };
-        if now < self.counter_retry.at {
-            return;
-        }
-        let body = format!("{{\"count\":\"{n}\"}}");
-        let path = self.counter_path.clone();
-        match self.request("PATCH", &path, &body) {
+    fn counter_answer(&mut self, now: Instant, n: u64, outcome: Outcome) {
+        match outcome {
             Outcome::Ok => {
-                tracing::debug!(counter = %self.opts.counter, count = n, "agones: Counter set");
+                tracing::debug!(counter = %self.counter, count = n, "agones: Counter set");
                 self.counter_sent = Some(n);
                 self.counter_retry.succeeded(now);
             }
             Outcome::Refused(why) => {
                 tracing::warn!(
-                    counter = %self.opts.counter,
+                    counter = %self.counter,
                     count = n,
                     error = %why,
                     "agones: Counter update refused (does the GameServer declare \
                      spec.counters.{}, with room for this count, and is the CountsAndLists \
                      feature on?); trying again when the count changes",
-                    self.opts.counter
+                    self.counter
                 );
                 self.counter_sent = Some(n);
                 self.counter_retry.succeeded(now);
             }
             Outcome::Retry(why) => {
-                self.counter_retry.failed(Instant::now());
+                self.counter_retry.failed(now);
                 if self.counter_retry.loud() {
-                    tracing::warn!(counter = %self.opts.counter, count = n, error = %why,
+                    tracing::warn!(counter = %self.counter, count = n, error = %why,
                         attempts = self.counter_retry.failures,
                         "agones: Counter update failed; retrying");
                 } else {
@@ -467,28 +596,8 @@ impl Worker {
         }
     }
 
-    fn health_step(&mut self, now: Instant) {
-        if now < self.next_health {
-            return;
-        }
-        // Keep the cadence anchored to the schedule, but never run catch-up pings.
-        self.next_health += self.opts.health_interval;
-        if self.next_health <= now {
-            self.next_health = now + self.opts.health_interval;
-        }
-        let live = (self.is_live)();
-        if live != self.was_live {
-            if live {
-                tracing::info!("agones: tick loop advancing again; Health pings resume");
-            } else {
-                tracing::warn!("agones: tick loop stalled; Health pings paused");
-            }
-            self.was_live = live;
-        }
-        if !live {
-            return;
-        }
-        match self.request("POST", "/health", "{}") {
+    fn health_answer(&mut self, outcome: Outcome) {
+        match outcome {
             Outcome::Ok => {
                 if self.health_failures > 0 {
                     tracing::info!(
@@ -510,54 +619,43 @@ impl Worker {
         }
     }
 
-    /// Shutdown: one last Counter update if one is pending, then `POST /shutdown`, bounded.
-    fn finish(&mut self) {
-        let start = Instant::now();
-        if self.counter_pending().is_some() {
-            self.counter_retry.at = start;
-            self.counter_step(start);
-        }
-        let mut delay = BACKOFF_START;
-        for attempt in 1..=SHUTDOWN_ATTEMPTS {
-            match self.request("POST", "/shutdown", "{}") {
-                Outcome::Ok => {
-                    tracing::info!(attempts = attempt, "agones: Shutdown sent");
+    fn shutdown_answer(&mut self, now: Instant, outcome: Outcome) {
+        let Some(f) = &mut self.finishing else {
+            return;
+        };
+        f.attempts += 1;
+        match outcome {
+            Outcome::Ok => {
+                tracing::info!(attempts = f.attempts, "agones: Shutdown sent");
+                f.done = true;
+            }
+            Outcome::Retry(why) | Outcome::Refused(why) => {
+                let spent = now.saturating_duration_since(f.start);
+                if f.attempts >= SHUTDOWN_ATTEMPTS || spent + f.delay > SHUTDOWN_BUDGET {
+                    tracing::warn!(error = %why, attempts = f.attempts,
+                        "agones: Shutdown failed; giving up");
+                    f.done = true;
                     return;
                 }
-                Outcome::Retry(why) | Outcome::Refused(why) => {
-                    let spent = start.elapsed();
-                    if attempt == SHUTDOWN_ATTEMPTS || spent + delay > SHUTDOWN_BUDGET {
-                        tracing::warn!(error = %why, attempts = attempt,
-                            "agones: Shutdown failed; giving up");
-                        return;
-                    }
-                    tracing::debug!(error = %why, attempts = attempt,
-                        "agones: Shutdown failed; retrying");
-                    // Sleep, but a stop() does not cut a Shutdown short: it is the last word.
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(BACKOFF_MAX);
-                }
+                tracing::debug!(error = %why, attempts = f.attempts,
+                    "agones: Shutdown failed; retrying");
+                f.at = now + f.delay;
+                f.delay = (f.delay * 2).min(BACKOFF_MAX);
             }
         }
     }
 
-    /// After Ready: learn the address clients are given (node IP and allocated host port)
-    /// from `GET /gameserver`, so tokens naming it are accepted. Retried a few times.
-    fn address_step(&mut self, now: Instant) {
+    /// `GET /gameserver`: the address clients are given (node IP and allocated host port), so
+    /// tokens naming it are accepted. Retried a few times.
+    fn address_answer(&mut self, now: Instant, answer: Answer) -> Option<SocketAddr> {
         const MAX_ATTEMPTS: u32 = 8;
-        if self.ready_done == 0 || self.address_done || now < self.address_retry.at {
-            return;
-        }
-        match http(self.addr, "GET", "/gameserver", "") {
+        match answer {
             Ok((status, body)) if (200..300).contains(&status) => {
                 match gameserver_address(&String::from_utf8_lossy(&body), GAME_PORT_NAME) {
                     Some(addr) => {
                         tracing::info!(address = %addr, "agones: GameServer address (accepted in connect tokens)");
-                        if let Ok(mut slot) = self.shared.advertised.lock() {
-                            *slot = Some(addr);
-                        }
                         self.address_done = true;
-                        return;
+                        return Some(addr);
                     }
                     None => tracing::debug!("agones: GameServer has no address yet"),
                 }
@@ -565,24 +663,80 @@ impl Worker {
             Ok((status, _)) => tracing::debug!(status, "agones: GET /gameserver failed"),
             Err(e) => tracing::debug!(error = %e, "agones: GET /gameserver failed"),
         }
-        self.address_retry.failed(Instant::now());
+        self.address_retry.failed(now);
         if self.address_retry.failures >= MAX_ATTEMPTS {
             tracing::warn!(
                 "agones: no address from GET /gameserver; tokens must name server.public_addr"
             );
             self.address_done = true;
         }
+        None
+    }
+}
+
+/// The thread: reads what the loop wants, runs [`Sdk`] on the real clock, makes the requests
+/// it asks for, and sleeps on the wake-up channel in between.
+struct Worker {
+    addr: SocketAddr,
+    sdk: Sdk,
+    is_live: Box<dyn Fn() -> bool + Send>,
+    shared: Arc<Shared>,
+    woken: Receiver<()>,
+}
+
+impl Worker {
+    fn new(
+        opts: AgonesOptions,
+        is_live: Box<dyn Fn() -> bool + Send>,
+        shared: Arc<Shared>,
+        woken: Receiver<()>,
+    ) -> Self {
+        Worker {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port)),
+            sdk: Sdk::new(opts.health_interval, &opts.counter, Instant::now()),
+            is_live,
+            shared,
+            woken,
+        }
     }
 
-    /// One HTTP/1.1 request with `Connection: close`, bounded in time and size.
-    fn request(&self, method: &str, path: &str, body: &str) -> Outcome {
-        match http(self.addr, method, path, body).map(|(status, _)| status) {
-            Ok(status) if (200..300).contains(&status) => Outcome::Ok,
-            Ok(status) if (400..500).contains(&status) => {
-                Outcome::Refused(format!("{method} {path}: HTTP {status}"))
+    fn wants(&self, handle_gone: bool) -> Wants {
+        let players = self.shared.players.load(Ordering::Relaxed);
+        Wants {
+            ready: self.shared.ready_wanted.load(Ordering::Relaxed),
+            players: (players != UNSET).then_some(players),
+            shutdown: self.shared.shutdown.load(Ordering::Relaxed),
+            stop: handle_gone || self.shared.stop.load(Ordering::Relaxed),
+        }
+    }
+
+    fn run(mut self) {
+        // The handle is gone (dropped): nothing more will be asked; wake-ups cannot come.
+        let mut handle_gone = false;
+        loop {
+            let wants = self.wants(handle_gone);
+            match self.sdk.next(Instant::now(), &wants, &*self.is_live) {
+                Next::Exit => return,
+                Next::Send(call) => {
+                    let (method, path, body) = self.sdk.request(&call);
+                    let answer = http(self.addr, method, &path, &body).map_err(|e| e.to_string());
+                    if let Some(addr) = self.sdk.answer(Instant::now(), &call, answer) {
+                        if let Ok(mut slot) = self.shared.advertised.lock() {
+                            *slot = Some(addr);
+                        }
+                    }
+                }
+                Next::Sleep(until) => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    if handle_gone {
+                        std::thread::sleep(wait);
+                    } else if let Err(RecvTimeoutError::Disconnected) =
+                        self.woken.recv_timeout(wait)
+                    {
+                        handle_gone = true;
+                    }
+                }
             }
-            Ok(status) => Outcome::Retry(format!("{method} {path}: HTTP {status}")),
-            Err(e) => Outcome::Retry(format!("{method} {path}: {e}")),
         }
     }
 }

@@ -264,36 +264,46 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     // tests can see /healthz turn unhealthy and Agones health pings stop). One stat a tick,
     // only when the variable is set.
     let stall_file = std::env::var_os(STALL_FILE_ENV).map(std::path::PathBuf::from);
-    // Set when a drain starts: the instant it must end by.
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        // A stop was asked for and no drain is running (yet): start one, or stop now.
-        let stop_now = |drain_until: &Option<Instant>| {
-            drain_until.is_none() && shutdown.load(Ordering::Relaxed)
-        };
-        if stop_now(&drain_until) {
-            if drain_grace.is_zero() {
-                break;
-            }
-            let now = Instant::now();
-            drain_until = Some(now + drain_grace);
-            tracing::info!(
-                players = server.players(),
-                grace_secs = drain_grace.as_secs_f64(),
-                "draining: new players are denied; waiting for connected players to leave"
+    // When to stop: a stop signal starts the drain (or stops at once without a grace).
+    let mut drain = Drain::new(drain_grace);
+    'ticking: loop {
+        loop {
+            let step = drain.step(
+                Instant::now(),
+                shutdown.load(Ordering::Relaxed),
+                server.players(),
             );
-            health.set_accepting(false);
-            server.set_accepting(false);
-            let backend_ref = backend.as_mut();
-            server.broadcast_bye(clock.at(now), ByeReason::Draining, &mut |to, bytes| {
-                let _ = backend_ref.send(sock, to, bytes);
-            });
-            backend.flush()?;
-        }
-        if let Some(until) = drain_until {
-            if server.players() == 0 || Instant::now() >= until {
-                tracing::info!(players = server.players(), "drain finished");
-                break;
+            match step {
+                DrainStep::Run => break,
+                DrainStep::Begin => {
+                    tracing::info!(
+                        players = server.players(),
+                        grace_secs = drain_grace.as_secs_f64(),
+                        "draining: new players are denied; waiting for connected players to leave"
+                    );
+                    health.set_accepting(false);
+                    server.set_accepting(false);
+                    let backend_ref = backend.as_mut();
+                    server.broadcast_bye(
+                        clock.at(Instant::now()),
+                        ByeReason::Draining,
+                        &mut |to, bytes| {
+                            let _ = backend_ref.send(sock, to, bytes);
+                        },
+                    );
+                    backend.flush()?;
+                    // Decide again at once: with nobody connected the drain is already over.
+                }
+                DrainStep::Finish(why) => {
+                    if why != Finish::NoGrace {
+                        tracing::info!(
+                            players = server.players(),
+                            reason = why.as_str(),
+                            "drain finished"
+                        );
+                    }
+                    break 'ticking;
+                }
             }
         }
         if let Some(path) = &stall_file {
@@ -309,7 +319,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         // arrives meanwhile (see docs/operations.md on net.core.rmem_max).
         let woke = loop {
             let now = Instant::now();
-            if stop_now(&drain_until) {
+            if drain.interrupts_wait(shutdown.load(Ordering::Relaxed)) {
                 break now;
             }
             let until = deadline.min(now + timeout.min(half_tick));
@@ -341,7 +351,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
                 break woke;
             }
         };
-        if stop_now(&drain_until) {
+        if drain.interrupts_wait(shutdown.load(Ordering::Relaxed)) {
             continue;
         }
 
@@ -477,6 +487,75 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     Ok(summary)
 }
 
+/// Why a run stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// Stop asked for without a drain grace: stop at once.
+    NoGrace,
+    /// Draining, and the last player left.
+    Empty,
+    /// Draining, and the grace ran out with players still connected.
+    GraceExpired,
+}
+
+impl Finish {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Finish::NoGrace => "no_grace",
+            Finish::Empty => "everyone_left",
+            Finish::GraceExpired => "grace_expired",
+        }
+    }
+}
+
+/// What the loop does next, as [`Drain::step`] decides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DrainStep {
+    /// Keep ticking.
+    Run,
+    /// Start draining now: deny new players, tell the connected ones (then ask again).
+    Begin,
+    /// Leave the loop: tell every client and return.
+    Finish(Finish),
+}
+
+/// The stop decision, sans I/O: a pure function of the clock, whether a stop was asked for,
+/// and the players still connected. The loop feeds it `Instant::now()`; unit tests feed it a
+/// virtual clock.
+#[derive(Debug)]
+pub(crate) struct Drain {
+    grace: Duration,
+    /// Set when the drain starts: the instant it must end by.
+    until: Option<Instant>,
+}
+
+impl Drain {
+    pub(crate) fn new(grace: Duration) -> Self {
+        Drain { grace, until: None }
+    }
+
+    /// The step at `now`.
+    pub(crate) fn step(&mut self, now: Instant, stop_asked: bool, players: usize) -> DrainStep {
+        match self.until {
+            None if !stop_asked => DrainStep::Run,
+            None if self.grace.is_zero() => DrainStep::Finish(Finish::NoGrace),
+            None => {
+                self.until = Some(now + self.grace);
+                DrainStep::Begin
+            }
+            Some(_) if players == 0 => DrainStep::Finish(Finish::Empty),
+            Some(until) if now >= until => DrainStep::Finish(Finish::GraceExpired),
+            Some(_) => DrainStep::Run,
+        }
+    }
+
+    /// Whether a wait between ticks should end early: a stop was asked for and no drain is
+    /// running yet (so [`Drain::step`] has something to decide).
+    pub(crate) fn interrupts_wait(&self, stop_asked: bool) -> bool {
+        self.until.is_none() && stop_asked
+    }
+}
+
 /// One non-blocking pass over the backend: deliver what is queued, send the replies.
 /// Returns the I/O events handled.
 fn service(
@@ -605,6 +684,123 @@ fn log_refused(server: &mut GameServer) {
             reason = r.error.as_str(),
             error = %r.error,
             "game event refused (counted in game_events_total)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Drives `drain` over virtual instants `t0 + at`: (at ms, stop asked, players) -> step.
+    fn steps(drain: &mut Drain, t0: Instant, script: &[(u64, bool, usize)]) -> Vec<DrainStep> {
+        script
+            .iter()
+            .map(|&(at, stop, players)| drain.step(t0 + ms(at), stop, players))
+            .collect()
+    }
+
+    #[test]
+    fn runs_until_a_stop_is_asked_for() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(ms(2000));
+        let got = steps(
+            &mut d,
+            t0,
+            &[(0, false, 5), (16, false, 0), (3_600_000, false, 9)],
+        );
+        assert_eq!(got, [DrainStep::Run; 3]);
+        assert!(!d.interrupts_wait(false));
+        assert!(
+            d.interrupts_wait(true),
+            "a stop ends the wait between ticks"
+        );
+    }
+
+    #[test]
+    fn without_a_grace_a_stop_finishes_at_once() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(Duration::ZERO);
+        let got = steps(&mut d, t0, &[(0, false, 3), (10, true, 3)]);
+        assert_eq!(got, [DrainStep::Run, DrainStep::Finish(Finish::NoGrace)]);
+    }
+
+    /// The grace (was: a process test asserting that at least 1.9 s of wall time passed
+    /// between SIGTERM and exit with a 2 s grace): players are waited for exactly until the
+    /// grace has passed, not a moment less.
+    #[test]
+    fn drain_waits_for_the_whole_grace_then_finishes() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(ms(2000));
+        let got = steps(
+            &mut d,
+            t0,
+            &[
+                (100, true, 5),  // SIGTERM at 100: drain until 2100
+                (116, true, 5),  // ticking on, players told and still connected
+                (1000, true, 4), // one left
+                (2099, true, 4), // a tick before the end of the grace
+                (2100, true, 4), // the grace is over
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                DrainStep::Begin,
+                DrainStep::Run,
+                DrainStep::Run,
+                DrainStep::Run,
+                DrainStep::Finish(Finish::GraceExpired)
+            ]
+        );
+        assert!(
+            !d.interrupts_wait(true),
+            "a running drain does not cut waits short"
+        );
+    }
+
+    /// Stopping early (was: a process test with a 30 s grace that had to exit within 5 s of
+    /// the last player leaving): the first tick after the last player left ends the drain.
+    #[test]
+    fn drain_ends_when_the_last_player_leaves() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(ms(30_000));
+        let got = steps(&mut d, t0, &[(0, true, 3), (16, true, 1), (32, true, 0)]);
+        assert_eq!(
+            got,
+            [
+                DrainStep::Begin,
+                DrainStep::Run,
+                DrainStep::Finish(Finish::Empty)
+            ]
+        );
+    }
+
+    #[test]
+    fn drain_with_nobody_connected_ends_at_once() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(ms(30_000));
+        // The loop asks again right after Begin (same instant).
+        let got = steps(&mut d, t0, &[(5, true, 0), (5, true, 0)]);
+        assert_eq!(got, [DrainStep::Begin, DrainStep::Finish(Finish::Empty)]);
+    }
+
+    #[test]
+    fn a_drain_is_begun_once_and_its_deadline_never_moves() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(ms(1000));
+        assert_eq!(d.step(t0, true, 2), DrainStep::Begin);
+        // The stop flag stays set; later steps never restart the drain or push the deadline.
+        for at in [1, 500, 999] {
+            assert_eq!(d.step(t0 + ms(at), true, 2), DrainStep::Run, "at {at}");
+        }
+        assert_eq!(
+            d.step(t0 + ms(1000), true, 2),
+            DrainStep::Finish(Finish::GraceExpired)
         );
     }
 }

@@ -53,9 +53,18 @@ pub fn spawn(health: Arc<Health>) -> io::Result<SignalLogger> {
     let thread = thread::Builder::new()
         .name("tickwire-signals".into())
         .stack_size(HELPER_STACK_BYTES)
-        .spawn(move || {
-            for sig in signals.forever() {
+        .spawn(move || loop {
+            for sig in signals.wait() {
                 log_signal(sig, &health);
+            }
+            if signals.is_closed() {
+                // Closed (the server is exiting): log what arrived before the close but was
+                // not read yet, so a stop signal's line is never lost to the race with the
+                // loop's own shutdown (`forever()` would drop it).
+                for sig in signals.pending() {
+                    log_signal(sig, &health);
+                }
+                break;
             }
         })?;
     Ok(SignalLogger {

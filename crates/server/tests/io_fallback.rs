@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ServerProc, Swarm};
+use support::{ServerProc, Swarm, GUARD};
 
 #[test]
 fn forced_io_uring_failure_without_fallback_exits_with_the_reason() {
@@ -45,7 +45,7 @@ fn forced_io_uring_failure_falls_back_to_blocking_and_serves() {
         .expect("the fallback is logged");
     assert!(fallback.contains("EPERM"), "with its reason: {fallback}");
     // The backend's metrics appear once the loop has run: poll, bounded.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + GUARD;
     let mut body = server.http_get("/metrics").1;
     while !body.contains("backend=\"blocking\"") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -54,6 +54,6 @@ fn forced_io_uring_failure_falls_back_to_blocking_and_serves() {
     assert!(body.contains("backend=\"blocking\""), "serving on blocking");
 
     let mut swarm = Swarm::new(&server, 3);
-    swarm.run(Duration::from_secs(10), true, &mut |s| s.connected() == 3);
+    swarm.run(GUARD, true, &mut |s| s.connected() == 3);
     assert_eq!(swarm.connected(), 3, "clients play on the fallback backend");
 }

@@ -37,6 +37,24 @@ fn wait_log(server: &ServerProc, needles: &[&str]) -> String {
     }
 }
 
+/// Waits (bounded) until, for each needle set, some log line contains all its needles, in
+/// whatever order the lines come (lines from different threads are not ordered).
+fn wait_logs(server: &ServerProc, sets: &[&[&str]]) {
+    let mut seen = vec![false; sets.len()];
+    let deadline = Instant::now() + GUARD;
+    while seen.contains(&false) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .log
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no log lines with {sets:?} (seen {seen:?}): {e}"));
+        eprintln!("server: {line}");
+        for (set, seen) in sets.iter().zip(seen.iter_mut()) {
+            *seen |= set.iter().all(|n| line.contains(n));
+        }
+    }
+}
+
 #[test]
 fn hup_usr1_usr2_are_logged_and_never_fatal() {
     let mut server = ServerProc::start(&["--max-players", "8", "--io-model", "epoll"]);
@@ -72,8 +90,8 @@ fn hup_usr1_usr2_are_logged_and_never_fatal() {
 fn sigquit_stops_like_sigterm() {
     let mut server = ServerProc::start(&["--max-players", "8", "--io-model", "epoll"]);
     kill(&server, "QUIT");
-    wait_log(&server, &["SIGQUIT", "stopping"]);
-    wait_log(&server, &["shutting down"]);
+    // The signal thread's line and the loop's may come in either order.
+    wait_logs(&server, &[&["SIGQUIT", "stopping"], &["shutting down"]]);
     let status = server.wait(GUARD);
     assert_eq!(status.code(), Some(0), "{status:?}");
 }

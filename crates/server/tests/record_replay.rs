@@ -4,9 +4,8 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
-use support::{ServerProc, Swarm};
+use support::{ServerProc, Swarm, GUARD};
 
 fn replay(file: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tickwire"))
@@ -38,9 +37,12 @@ fn record(game: &str) -> std::path::PathBuf {
     ]);
     let n = 8;
     let mut swarm = Swarm::new(&server, n);
-    swarm.run(Duration::from_secs(15), true, &mut |s| s.connected() == n);
+    swarm.run(GUARD, true, &mut |s| s.connected() == n);
     assert_eq!(swarm.connected(), n, "{game}: all bots connected");
-    swarm.run(Duration::from_secs(1), true, &mut |_| false);
+    // Play until every bot's inputs were applied (not for a fixed time).
+    swarm.run(GUARD, true, &mut |s| {
+        s.bots.iter().all(|b| b.last_applied > 0)
+    });
     // A few leave mid-run (leaves are recorded too); the others play on.
     let mut leavers = swarm.bots.split_off(n - 3);
     for bot in &mut leavers {
@@ -49,12 +51,19 @@ fn record(game: &str) -> std::path::PathBuf {
             let _ = socket.send_to(b, to);
         });
     }
-    swarm.run(Duration::from_millis(500), true, &mut |_| false);
+    // The others play on: until each has seen more than 60 ticks (one snapshot a tick), so
+    // the recording holds more than 60 ticks however slow the machine.
+    swarm.run(GUARD, true, &mut |s| {
+        s.bots.iter().all(|b| b.snapshots > 70)
+    });
     assert!(
-        swarm.bots.iter().all(|b| b.last_applied > 0),
+        swarm
+            .bots
+            .iter()
+            .all(|b| b.last_applied > 0 && b.snapshots > 70),
         "{game}: inputs applied"
     );
-    let status = server.terminate(Duration::from_secs(5));
+    let status = server.terminate(GUARD);
     assert!(status.success(), "{game}: exit status {status:?}");
     file
 }

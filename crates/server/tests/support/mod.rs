@@ -14,6 +14,10 @@ use tickwire_netcode::{generate_connect_token, TokenParams, USER_DATA_BYTES};
 
 pub const PROTOCOL_ID: u64 = 0x7469_636b_7769_7265;
 
+/// Hang guard for waits that normally end in milliseconds (a loaded machine may be far
+/// slower). Never a measurement: no test asserts how long something took.
+pub const GUARD: Duration = Duration::from_secs(120);
+
 /// A running `tickwire serve` child process.
 pub struct ServerProc {
     pub child: Child,
@@ -93,7 +97,7 @@ impl ServerProc {
         let mut game_addr = None;
         let mut metrics_addr = None;
         let mut startup_log = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + GUARD;
         while game_addr.is_none() || (metrics_addr.is_none() && !extra.contains(&"off")) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -165,7 +169,10 @@ impl ServerProc {
             client_id,
             create_unix_secs: unix_now(),
             expire_secs: 300,
-            timeout_secs: 5,
+            // How long either side waits for the other before giving up (the handshake
+            // included): a hang guard here, not a figure. At 5 s, a debug-build server sharing
+            // two busy cores with other tests could leave 100 handshakes unanswered that long.
+            timeout_secs: 60,
             server_addrs: &[self.game_addr],
             user_data: [0; USER_DATA_BYTES],
             private_key: &self.key,
