@@ -78,3 +78,75 @@ pub fn seal_challenge_token(
 pub fn server_with_challenge_key(cfg: ServerConfig, challenge_key: Key) -> Server {
     Server::with_challenge_key(cfg, challenge_key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::encrypt_challenge_token;
+    use crate::{build_connect_token, ConnectTokenPublic, TokenParams};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn seals_match_the_real_encoders() {
+        let ud = [7u8; USER_DATA_BYTES];
+        let mut plain = [0u8; CHALLENGE_PLAIN_BYTES];
+        plain[..8].copy_from_slice(&42u64.to_le_bytes());
+        plain[8..8 + USER_DATA_BYTES].copy_from_slice(&ud);
+        assert_eq!(parse_challenge_token(&plain), (42, ud));
+        assert_eq!(
+            seal_challenge_token(&plain, 9, &[4; 32]),
+            encrypt_challenge_token(42, &ud, 9, &[4; 32])
+        );
+
+        let addrs = [SocketAddr::from(([127, 0, 0, 1], 40000))];
+        let params = TokenParams {
+            protocol_id: 5,
+            client_id: 77,
+            create_unix_secs: 1000,
+            expire_secs: 60,
+            timeout_secs: 5,
+            server_addrs: &addrs,
+            user_data: ud,
+            private_key: &[1; 32],
+        };
+        let bytes = build_connect_token(&params, [3; 24], [2; 32], [6; 32]).unwrap();
+        let public = ConnectTokenPublic::read(&bytes).unwrap();
+        let mut opened = public.private_data;
+        let tok = ConnectTokenPrivate::decrypt_in_place(&mut opened, 5, 1060, &[3; 24], &[1; 32])
+            .unwrap();
+        let plain: [u8; PRIVATE_PLAIN_BYTES] = opened[..PRIVATE_PLAIN_BYTES].try_into().unwrap();
+        assert_eq!(parse_private_token(&plain), Ok(tok));
+        assert_eq!(
+            seal_private_token(&plain, 5, 1060, &[3; 24], &[1; 32]),
+            public.private_data
+        );
+    }
+
+    #[test]
+    fn packet_bodies_are_size_checked_before_parsing() {
+        let kind = |v| packet_type(v).unwrap();
+        assert_eq!(packet_type(7), None);
+        assert_eq!(
+            parse_packet_body(kind(4), &[0; 7]),
+            Err(DropReason::Malformed)
+        );
+        assert_eq!(
+            parse_packet_body(kind(4), &[1, 0, 0, 0, 4, 0, 0, 0]),
+            Ok(Packet::KeepAlive {
+                client_index: 1,
+                max_clients: 4
+            })
+        );
+        assert_eq!(parse_packet_body(kind(5), &[]), Err(DropReason::Malformed));
+        assert_eq!(
+            parse_packet_body(kind(5), &[0; 1201]),
+            Err(DropReason::TooLarge)
+        );
+        assert_eq!(parse_packet_body(kind(0), &[]), Err(DropReason::Malformed));
+        assert_eq!(parse_packet_body(kind(6), &[]), Ok(Packet::Disconnect));
+        assert_eq!(
+            parse_packet_body(kind(2), &[0; 307]),
+            Err(DropReason::Malformed)
+        );
+    }
+}

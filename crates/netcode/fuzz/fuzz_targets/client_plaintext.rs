@@ -135,15 +135,17 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 let before = client.state();
-                let server = client.server_addr();
+                let mut sent_to = Vec::new();
                 client.update(
                     now,
                     &mut |to, b| {
-                        assert_eq!(to, server);
                         assert!(b.len() <= MAX_PACKET_BYTES);
+                        sent_to.push(to);
                     },
                     &mut |_| {},
                 );
+                // (A timed-out handshake moves on to the next address before sending.)
+                assert!(sent_to.iter().all(|&to| to == client.server_addr()));
                 if before.is_error() {
                     assert_eq!(client.state(), before, "error states are final");
                 }
