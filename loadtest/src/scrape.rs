@@ -555,11 +555,13 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 || &body[size..size + 2] != b"\r\n" {
+        // `size` comes off the wire (up to usize::MAX): no arithmetic on it before it is
+        // known to fit the body.
+        let Some(after) = body.get(size..).and_then(|rest| rest.strip_prefix(b"\r\n")) else {
             return Err(ScrapeError::BadResponse("truncated chunk"));
-        }
+        };
         out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
+        body = after;
     }
 }
 
@@ -777,6 +779,23 @@ bad_value 12abc
         assert!(
             http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab").is_err()
         );
+    }
+
+    /// Found by the scrape_response fuzz target: a chunk size near usize::MAX overflowed
+    /// `size + 2` (a panic with overflow checks, an out-of-range slice without them).
+    #[test]
+    fn chunk_size_near_usize_max_is_an_error_not_a_panic() {
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "fffffffffffffffd"] {
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+            );
+            assert!(http_body(raw.as_bytes()).is_err(), "{size}");
+        }
+        // A chunk that exactly fills the body still decodes.
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(http_body(raw).unwrap(), b"abc");
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r";
+        assert!(http_body(raw).is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 pub mod client;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod packet;
 pub mod reasons;
 pub mod replay;

@@ -44,7 +44,7 @@ pub enum PacketType {
 }
 
 impl PacketType {
-    fn from_u8(v: u8) -> Option<Self> {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => PacketType::ConnectionRequest,
             1 => PacketType::ConnectionDenied,
@@ -237,6 +237,17 @@ pub(crate) fn parse_header(packet: &[u8]) -> Result<Header, DropReason> {
     let mut seq = [0u8; 8];
     seq[..n].copy_from_slice(&packet[1..1 + n]);
     let body_len = packet.len() - 1 - n - MAC_BYTES;
+    check_body_len(kind, body_len)?;
+    Ok(Header {
+        kind,
+        prefix,
+        sequence: u64::from_le_bytes(seq),
+        body: 1 + n..1 + n + body_len,
+    })
+}
+
+/// The per-type body size check of [`parse_header`]: what [`parse_body`] relies on.
+pub(crate) fn check_body_len(kind: PacketType, body_len: usize) -> Result<(), DropReason> {
     let ok = match kind {
         PacketType::ConnectionDenied | PacketType::Disconnect => body_len == 0,
         PacketType::ConnectionChallenge | PacketType::ConnectionResponse => {
@@ -251,15 +262,11 @@ pub(crate) fn parse_header(packet: &[u8]) -> Result<Header, DropReason> {
         }
         PacketType::ConnectionRequest => false,
     };
-    if !ok {
-        return Err(DropReason::Malformed);
+    if ok {
+        Ok(())
+    } else {
+        Err(DropReason::Malformed)
     }
-    Ok(Header {
-        kind,
-        prefix,
-        sequence: u64::from_le_bytes(seq),
-        body: 1 + n..1 + n + body_len,
-    })
 }
 
 /// Decrypts the body of `packet` (framed by `h`) into `scratch`; returns the body length.
@@ -299,7 +306,7 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Interprets a decrypted body (size already checked by `parse_header`).
+/// Interprets a decrypted body (size already checked by `parse_header` / [`check_body_len`]).
 pub(crate) fn parse_body(kind: PacketType, body: &[u8]) -> Packet<'_> {
     match kind {
         PacketType::ConnectionDenied => Packet::Denied,

@@ -259,7 +259,7 @@ impl Server {
         Self::with_challenge_key(cfg, crate::random_key())
     }
 
-    fn with_challenge_key(cfg: ServerConfig, challenge_key: Key) -> Self {
+    pub(crate) fn with_challenge_key(cfg: ServerConfig, challenge_key: Key) -> Self {
         let max = cfg.max_clients;
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let sessions = (0..max)

@@ -423,7 +423,8 @@ impl ConnectTokenPrivate {
         )
     }
 
-    fn parse(plain: &[u8]) -> Result<Self, TokenError> {
+    /// Parses the decrypted private part (the 1008 bytes before the tag).
+    pub(crate) fn parse(plain: &[u8]) -> Result<Self, TokenError> {
         let mut r = Reader::new(plain);
         let client_id = r.u64()?;
         let timeout_secs = r.u32()? as i32;
@@ -475,9 +476,20 @@ pub(crate) fn decrypt_challenge_token(
     if !crypto::open_ietf(key, sequence, &[], body, tag) {
         return None;
     }
+    let plain: &[u8; CHALLENGE_PLAIN_BYTES] = t[..CHALLENGE_PLAIN_BYTES].try_into().ok()?;
+    Some(parse_challenge_token(plain))
+}
+
+/// Size of a challenge token's plaintext (the token less its tag).
+pub(crate) const CHALLENGE_PLAIN_BYTES: usize = CHALLENGE_TOKEN_BYTES - MAC_BYTES;
+
+/// Reads a decrypted challenge token: (client id, user data); the zero padding is ignored.
+pub(crate) fn parse_challenge_token(
+    plain: &[u8; CHALLENGE_PLAIN_BYTES],
+) -> (u64, [u8; USER_DATA_BYTES]) {
     let mut id = [0u8; 8];
-    id.copy_from_slice(&t[..8]);
+    id.copy_from_slice(&plain[..8]);
     let mut ud = [0u8; USER_DATA_BYTES];
-    ud.copy_from_slice(&t[8..8 + USER_DATA_BYTES]);
-    Some((u64::from_le_bytes(id), ud))
+    ud.copy_from_slice(&plain[8..8 + USER_DATA_BYTES]);
+    (u64::from_le_bytes(id), ud)
 }
