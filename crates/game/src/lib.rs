@@ -390,7 +390,7 @@ pub trait Bot: Send {
 pub struct GameEntry {
     /// The name (`--game NAME`).
     pub name: &'static str,
-    /// One line for `--list-games --verbose` and docs.
+    /// One line describing the game, for docs and tools.
     pub about: &'static str,
     /// Builds the game; refuses bad options with an [`OptionError`].
     pub build: fn(&GameConfig) -> Result<Box<dyn Game>, OptionError>,
