@@ -690,6 +690,29 @@ impl World {
             let keys = &mut keys[..n];
             if n > take && take > 0 {
                 keys.select_nth_unstable(take - 1);
+                // Candidates tied with the last one kept may straddle the cut; the selection
+                // broke those ties by scan index, but the order promises ids: refill the tied
+                // places inside the cut with the tied candidates of lowest id.
+                let cut = keys[take - 1] >> FAST_SELECT_BITS;
+                if keys[take..].iter().any(|&k| k >> FAST_SELECT_BITS == cut) {
+                    let mut tied = [0u64; FAST_SELECT_MAX];
+                    let mut t = 0;
+                    for &k in keys.iter() {
+                        if k >> FAST_SELECT_BITS == cut {
+                            tied[t] = k;
+                            t += 1;
+                        }
+                    }
+                    let tied = &mut tied[..t];
+                    tied.sort_unstable_by_key(|&k| out[1 + (k & FAST_SELECT_MASK) as usize].id);
+                    let mut w = 0;
+                    for slot in keys[..take].iter_mut() {
+                        if *slot >> FAST_SELECT_BITS == cut {
+                            *slot = tied[w];
+                            w += 1;
+                        }
+                    }
+                }
             }
             let keys = &mut keys[..take];
             keys.sort_unstable();

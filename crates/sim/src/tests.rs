@@ -535,3 +535,41 @@ fn nearest_breaks_distance_ties_by_id() {
     w.nearest(ids[3], 3, &mut out);
     assert_eq!(out.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 0, 1]);
 }
+
+/// Equal distances straddling the cut at `max` are decided by id, like the rest of the order.
+/// Found by the core's interest benchmark: 500 players, seed 1, this input script; the fast
+/// path used to keep whichever tied candidate the grid scan met first.
+#[test]
+fn ties_at_the_cut_are_decided_by_id() {
+    let n = 500;
+    let mut w = World::new(WorldConfig::for_players(n, 1));
+    let players: Vec<u32> = (0..n).map(|_| w.spawn().unwrap()).collect();
+    let mut rng = 0x1234_5678_9ABC_DEF0u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        for &id in &players {
+            if next() % 20 == 0 {
+                let r = next();
+                w.apply_input(
+                    id,
+                    PlayerInput {
+                        move_x: r as i8,
+                        move_y: (r >> 8) as i8,
+                        buttons: ((r >> 16) % 4 == 0) as u8,
+                    },
+                );
+            }
+        }
+        w.step();
+        for &id in &players {
+            w.nearest(id, 8, &mut out);
+            assert_eq!(out, brute_nearest(&w, id, 8), "tick {} id {id}", w.tick());
+        }
+    }
+}
