@@ -436,25 +436,19 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             },
         );
         backend.flush()?;
-        service(
-            backend.as_mut(),
-            sock,
-            &mut server,
-            &mut outbox,
-            &clock,
-            &metrics,
-            max_events,
-        )?;
-        std::thread::sleep(2 * tick);
-        service(
-            backend.as_mut(),
-            sock,
-            &mut server,
-            &mut outbox,
-            &clock,
-            &metrics,
-            max_events,
-        )?;
+        // Send it now, then take what clients sent meanwhile once more before disconnecting.
+        for pause in [Duration::ZERO, 2 * tick] {
+            std::thread::sleep(pause);
+            service(
+                backend.as_mut(),
+                sock,
+                &mut server,
+                &mut outbox,
+                &clock,
+                &metrics,
+                max_events,
+            )?;
+        }
     }
     let backend_ref = backend.as_mut();
     server.shutdown(&mut |to, bytes| {

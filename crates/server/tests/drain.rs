@@ -11,13 +11,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::{ServerProc, Swarm};
+use support::{eventually, ServerProc, Swarm, GUARD};
 use tickwire_client::{ByeReason, ClientState};
 
-/// Hang guard for waits that normally end in milliseconds. Never a measurement.
-const GUARD: Duration = Duration::from_secs(120);
 /// A drain grace no test waits for: exiting within [`GUARD`] proves the drain ended early.
 const LONG_GRACE: &str = "3600";
 
@@ -44,15 +42,6 @@ fn wait_log(server: &ServerProc, needles: &[&str]) -> String {
             }
             Err(e) => panic!("no log line with {needles:?}: {e}"),
         }
-    }
-}
-
-/// Polls `cond` until it holds; panics after the hang guard.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GUARD;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -5,7 +5,6 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use support::{ServerProc, Swarm, GUARD};
 
@@ -45,13 +44,12 @@ fn forced_io_uring_failure_falls_back_to_blocking_and_serves() {
         .expect("the fallback is logged");
     assert!(fallback.contains("EPERM"), "with its reason: {fallback}");
     // The backend's metrics appear once the loop has run: poll, bounded.
-    let deadline = Instant::now() + GUARD;
-    let mut body = server.http_get("/metrics").1;
-    while !body.contains("backend=\"blocking\"") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        body = server.http_get("/metrics").1;
-    }
-    assert!(body.contains("backend=\"blocking\""), "serving on blocking");
+    support::eventually("serving on blocking", || {
+        server
+            .http_get("/metrics")
+            .1
+            .contains("backend=\"blocking\"")
+    });
 
     let mut swarm = Swarm::new(&server, 3);
     swarm.run(GUARD, true, &mut |s| s.connected() == 3);

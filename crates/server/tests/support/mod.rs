@@ -18,6 +18,16 @@ pub const PROTOCOL_ID: u64 = 0x7469_636b_7769_7265;
 /// slower). Never a measurement: no test asserts how long something took.
 pub const GUARD: Duration = Duration::from_secs(120);
 
+/// Polls `cond` until it holds; panics after [`GUARD`] naming `what`. For waiting on an
+/// outcome, never for proving that something did not happen.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `tickwire serve` child process.
 pub struct ServerProc {
     pub child: Child,
