@@ -61,7 +61,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use tickwire_client::{ClientStats, GameClient, GameEvent, Now, Welcome};
-use tickwire_io::{Backend, SendError, SocketId};
+use tickwire_io::{on_datagrams, Backend, SendError, SocketId};
 use tickwire_netcode::{generate_connect_token, Key, TokenParams, USER_DATA_BYTES};
 
 use crate::args::Args;
@@ -624,27 +624,30 @@ impl Swarm {
             ..
         } = self;
         let report = io
-            .poll(deadline, &mut |sid, from, bytes| {
-                let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
-                    return;
-                };
-                let Some(Bot {
-                    game: Some(game),
-                    meter,
-                }) = bots.get_mut(b as usize)
-                else {
-                    return;
-                };
-                let mono = Instant::now().saturating_duration_since(t0);
-                let at_ns = mono.as_nanos() as u64;
-                game.handle_packet(
-                    Now { mono, unix_secs },
-                    from,
-                    bytes,
-                    &mut |to, d| outbox.push(sid, to, d),
-                    &mut |ev| on_event(meter, tally, ev, at_ns),
-                );
-            })
+            .poll(
+                deadline,
+                &mut on_datagrams(|sid, from, bytes| {
+                    let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
+                        return;
+                    };
+                    let Some(Bot {
+                        game: Some(game),
+                        meter,
+                    }) = bots.get_mut(b as usize)
+                    else {
+                        return;
+                    };
+                    let mono = Instant::now().saturating_duration_since(t0);
+                    let at_ns = mono.as_nanos() as u64;
+                    game.handle_packet(
+                        Now { mono, unix_secs },
+                        from,
+                        bytes,
+                        &mut |to, d| outbox.push(sid, to, d),
+                        &mut |ev| on_event(meter, tally, ev, at_ns),
+                    );
+                }),
+            )
             .context("io poll failed")?;
         if !self.outbox.items.is_empty() {
             let Swarm {
@@ -789,6 +792,7 @@ pub fn run(args: &Args) -> Result<Report> {
         max_datagram: 1500,
         send_queue: (n + 1024).max(4096),
         socket_buffer_bytes: SOCKET_BUFFER_BYTES,
+        ..tickwire_io::Config::default()
     };
     let mut io = tickwire_io::open(args.io_model, &cfg)
         .with_context(|| format!("cannot open io model {}", args.io_model))?;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use tickwire_bench::{cpu_seconds, json_f64, INPUT_BYTES, SNAPSHOT_BYTES};
-use tickwire_io::{open, Config, Model, SocketId};
+use tickwire_io::{on_datagrams, open, Config, Model, SocketId};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -120,16 +120,19 @@ fn main() -> anyhow::Result<()> {
                 break;
             }
             let counting = now >= warm_end;
-            io.poll(slot_time, &mut |id: SocketId, _peer, bytes: &[u8]| {
-                if bytes.len() == SNAPSHOT_BYTES {
-                    if counting {
-                        received += 1;
-                        per_client[id.0 as usize] += 1;
+            io.poll(
+                slot_time,
+                &mut on_datagrams(|id: SocketId, _peer, bytes: &[u8]| {
+                    if bytes.len() == SNAPSHOT_BYTES {
+                        if counting {
+                            received += 1;
+                            per_client[id.0 as usize] += 1;
+                        }
+                    } else {
+                        other += 1;
                     }
-                } else {
-                    other += 1;
-                }
-            })?;
+                }),
+            )?;
         }
         let now = Instant::now();
         let late = now - slot_time;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use tickwire_bench::{json_f64, Histogram, INPUT_BYTES, SNAPSHOT_BYTES};
-use tickwire_io::{open, Backend, Config, Model, SocketId};
+use tickwire_io::{on_datagrams, open, Backend, Config, Model, SocketId};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -92,16 +92,19 @@ fn drain(
 ) -> anyhow::Result<()> {
     let past = Instant::now();
     for _ in 0..MAX_DRAIN_POLLS {
-        let report = io.poll(past, &mut |_sock, peer, bytes| {
-            if bytes.len() == INPUT_BYTES {
-                c.inputs += 1;
-                if clients.seen.insert(peer) {
-                    clients.order.push(peer);
+        let report = io.poll(
+            past,
+            &mut on_datagrams(|_sock, peer, bytes| {
+                if bytes.len() == INPUT_BYTES {
+                    c.inputs += 1;
+                    if clients.seen.insert(peer) {
+                        clients.order.push(peer);
+                    }
+                } else {
+                    c.other_datagrams += 1;
                 }
-            } else {
-                c.other_datagrams += 1;
-            }
-        })?;
+            }),
+        )?;
         if report.datagrams < max_events {
             break;
         }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use crate::slab::{self, TxSlab};
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats, Model,
-    PollReport, SendError, SocketId, Wake, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, Config, ConnId, Event, FlushReport,
+    IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
 };
 
 /// How often a helper thread looks at the stop flag while its socket is idle.
@@ -168,8 +168,11 @@ impl Backend for Blocking {
     fn poll(
         &mut self,
         deadline: Instant,
-        on_datagram: &mut dyn FnMut(SocketId, SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<PollReport> {
+        let on_datagram = &mut |socket: SocketId, from: SocketAddr, data: &[u8]| {
+            on_event(Event::Datagram { socket, from, data })
+        };
         let mut report = PollReport::default();
         {
             let mut ring = self.shared.lock();
@@ -208,6 +211,32 @@ impl Backend for Blocking {
         report.events += report.datagrams;
         Ok(report)
     }
+
+    fn listen(&mut self, _addr: SocketAddr) -> io::Result<SocketId> {
+        Err(crate::streams_not_built(Model::Blocking))
+    }
+
+    fn connect(&mut self, _addr: SocketAddr, _timeout: Duration) -> io::Result<ConnId> {
+        Err(crate::streams_not_built(Model::Blocking))
+    }
+
+    fn send_stream(&mut self, _conn: ConnId, _data: &[u8]) -> Result<(), SendError> {
+        Err(SendError::Closed)
+    }
+
+    fn send_capacity(&self, _conn: ConnId) -> Option<usize> {
+        None
+    }
+
+    fn stream_queued(&self) -> usize {
+        0
+    }
+
+    fn connections(&self) -> usize {
+        0
+    }
+
+    fn close(&mut self, _conn: ConnId) {}
 
     fn waker(&self) -> Waker {
         Waker::new(self.shared.clone())

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use crate::slab::{self, TxEntry, TxSlab};
 use crate::sys;
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats, Model,
-    PollReport, SendError, SocketId, Wake, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, Config, ConnId, Event, FlushReport,
+    IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
 };
 
 /// The epoll token of the waker's eventfd; socket tokens are `u32` ids, so they never collide.
@@ -244,8 +244,11 @@ impl Backend for Epoll {
     fn poll(
         &mut self,
         deadline: Instant,
-        on_datagram: &mut dyn FnMut(SocketId, SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<PollReport> {
+        let on_datagram = &mut |socket: SocketId, from: SocketAddr, data: &[u8]| {
+            on_event(Event::Datagram { socket, from, data })
+        };
         let mut report = PollReport::default();
         let ready = self.wait(deadline, &mut report.waited)?;
         if ready == 0 {
@@ -282,6 +285,32 @@ impl Backend for Epoll {
         report.events += report.datagrams;
         Ok(report)
     }
+
+    fn listen(&mut self, _addr: SocketAddr) -> io::Result<SocketId> {
+        Err(crate::streams_not_built(Model::Epoll))
+    }
+
+    fn connect(&mut self, _addr: SocketAddr, _timeout: Duration) -> io::Result<ConnId> {
+        Err(crate::streams_not_built(Model::Epoll))
+    }
+
+    fn send_stream(&mut self, _conn: ConnId, _data: &[u8]) -> Result<(), SendError> {
+        Err(SendError::Closed)
+    }
+
+    fn send_capacity(&self, _conn: ConnId) -> Option<usize> {
+        None
+    }
+
+    fn stream_queued(&self) -> usize {
+        0
+    }
+
+    fn connections(&self) -> usize {
+        0
+    }
+
+    fn close(&mut self, _conn: ConnId) {}
 
     fn waker(&self) -> Waker {
         Waker::new(self.waker.clone())
@@ -560,7 +589,9 @@ mod tests {
         let a_addr = io.local_addr(a).unwrap();
 
         let deadline = Instant::now() + Duration::from_millis(15);
-        let report = io.poll(deadline, &mut |_, _, _| panic!("idle")).unwrap();
+        let report = io
+            .poll(deadline, &mut crate::on_datagrams(|_, _, _| panic!("idle")))
+            .unwrap();
         assert!(Instant::now() >= deadline);
         assert_eq!(report.events, 0);
 
@@ -569,8 +600,11 @@ mod tests {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60); // hang guard
         while got.is_empty() && Instant::now() < deadline {
-            io.poll(deadline, &mut |_, peer, b| got.push((peer, b.to_vec())))
-                .unwrap();
+            io.poll(
+                deadline,
+                &mut crate::on_datagrams(|_, peer, b| got.push((peer, b.to_vec()))),
+            )
+            .unwrap();
         }
         assert_eq!(got, vec![(a_addr, b"self".to_vec())]);
         assert_eq!(io.wait_mode, WaitMode::Millis);
@@ -587,13 +621,23 @@ mod tests {
         io.send(a, "[::1]:9".parse().unwrap(), b"bad").unwrap();
         io.send(a, a_addr, b"2").unwrap();
         let report = io.flush().unwrap();
-        assert_eq!(report, FlushReport { sent: 2, failed: 1 });
+        assert_eq!(
+            report,
+            FlushReport {
+                sent: 2,
+                failed: 1,
+                stream_bytes: 0
+            }
+        );
         assert_eq!(io.stats().send_errors, 1);
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60); // hang guard
         while got.len() < 2 && Instant::now() < deadline {
-            io.poll(deadline, &mut |_, _, b| got.push(b.to_vec()))
-                .unwrap();
+            io.poll(
+                deadline,
+                &mut crate::on_datagrams(|_, _, b| got.push(b.to_vec())),
+            )
+            .unwrap();
         }
         assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec()]);
     }

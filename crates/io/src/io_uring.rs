@@ -78,8 +78,8 @@ use ::io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::epoll::EventFd;
 use crate::sys;
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats, IoUringFlags,
-    IoUringOptions, Model, PollReport, SendError, SocketId, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, Config, ConnId, Event, FlushReport,
+    IoStats, IoUringFlags, IoUringOptions, Model, PollReport, SendError, SocketId, Waker,
 };
 
 /// The provided-buffer group of the receive ring (one ring per backend).
@@ -877,8 +877,11 @@ impl Backend for IoUringBackend {
     fn poll(
         &mut self,
         deadline: Instant,
-        on_datagram: &mut dyn FnMut(SocketId, SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<PollReport> {
+        let on_datagram = &mut |socket: SocketId, from: SocketAddr, data: &[u8]| {
+            on_event(Event::Datagram { socket, from, data })
+        };
         let mut report = PollReport::default();
         if !self.wake_armed {
             self.arm_wake()?;
@@ -927,6 +930,32 @@ impl Backend for IoUringBackend {
         Ok(report)
     }
 
+    fn listen(&mut self, _addr: SocketAddr) -> io::Result<SocketId> {
+        Err(crate::streams_not_built(Model::IoUring))
+    }
+
+    fn connect(&mut self, _addr: SocketAddr, _timeout: Duration) -> io::Result<ConnId> {
+        Err(crate::streams_not_built(Model::IoUring))
+    }
+
+    fn send_stream(&mut self, _conn: ConnId, _data: &[u8]) -> Result<(), SendError> {
+        Err(SendError::Closed)
+    }
+
+    fn send_capacity(&self, _conn: ConnId) -> Option<usize> {
+        None
+    }
+
+    fn stream_queued(&self) -> usize {
+        0
+    }
+
+    fn connections(&self) -> usize {
+        0
+    }
+
+    fn close(&mut self, _conn: ConnId) {}
+
     fn waker(&self) -> Waker {
         Waker::new(self.waker.clone())
     }
@@ -955,6 +984,7 @@ pub(crate) fn probe(opts: &IoUringOptions) -> io::Result<IoUringFlags> {
         max_datagram: 64,
         send_queue: 2,
         socket_buffer_bytes: 64 * 1024,
+        ..Config::default()
     };
     let mut io = IoUringBackend::open(&cfg, opts)?;
     let id = io
@@ -967,8 +997,10 @@ pub(crate) fn probe(opts: &IoUringOptions) -> io::Result<IoUringFlags> {
     let end = Instant::now() + PROBE_PATIENCE;
     let mut ok = false;
     while !ok && Instant::now() < end {
-        io.poll(end, &mut |sock, from, bytes| {
-            ok |= sock == id && from == addr && bytes == b"tickwire-probe";
+        io.poll(end, &mut |event| {
+            if let Event::Datagram { socket, from, data } = event {
+                ok |= socket == id && from == addr && data == b"tickwire-probe";
+            }
         })
         .map_err(|e| step_error("probe poll", e))?;
     }
@@ -1006,7 +1038,7 @@ mod tests {
         while got.len() < want && Instant::now() < end {
             io.poll(
                 Instant::now() + Duration::from_millis(50),
-                &mut |_, _, b| got.push(b.to_vec()),
+                &mut crate::on_datagrams(|_, _, b| got.push(b.to_vec())),
             )
             .unwrap();
         }
@@ -1072,14 +1104,17 @@ mod tests {
         assert_eq!(io.mem.bufs.entries, 1024);
         let id = io.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = io.local_addr(id).unwrap();
-        io.poll(Instant::now(), &mut |_, _, _| {}).unwrap(); // arms the receive
+        io.poll(Instant::now(), &mut crate::on_datagrams(|_, _, _| {}))
+            .unwrap(); // arms the receive
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut seqs = Vec::new();
         let take = |io: &mut IoUringBackend, seqs: &mut Vec<u32>| {
             let report = io
                 .poll(
                     Instant::now() + Duration::from_millis(20),
-                    &mut |_, _, b| seqs.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    &mut crate::on_datagrams(|_, _, b| {
+                        seqs.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    }),
                 )
                 .unwrap();
             assert!(report.datagrams <= 32);

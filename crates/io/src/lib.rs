@@ -76,7 +76,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use tickwire_io::{open, Config, Model};
+//! use tickwire_io::{on_datagrams, open, Config, Model};
 //!
 //! let mut io = open(Model::Auto, &Config::default()).expect("open");
 //! let a = io.bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -87,7 +87,7 @@
 //! let mut got = Vec::new();
 //! let deadline = Instant::now() + Duration::from_secs(5);
 //! while got.is_empty() && Instant::now() < deadline {
-//!     io.poll(deadline, &mut |id, _peer, bytes| got.push((id, bytes.to_vec()))).unwrap();
+//!     io.poll(deadline, &mut on_datagrams(|id, _peer, bytes| got.push((id, bytes.to_vec())))).unwrap();
 //! }
 //! assert_eq!(got, vec![(b, b"ping".to_vec())]);
 //! ```
@@ -115,6 +115,8 @@ use std::time::{Duration, Instant};
 mod sys;
 
 mod blocking;
+#[allow(dead_code)] // temporary: the stream halves of the backends use it next
+mod conns;
 #[cfg(target_os = "linux")]
 mod epoll;
 #[cfg(unix)]
@@ -238,8 +240,20 @@ pub struct Config {
     /// [`SendError::QueueFull`]. Must be at least 1.
     pub send_queue: usize,
     /// `SO_RCVBUF`/`SO_SNDBUF` requested for every socket (default 4 MiB, best effort: the
-    /// kernel may cap it).
+    /// kernel may cap it). Stream sockets keep the kernel's defaults.
     pub socket_buffer_bytes: usize,
+    /// Bound of each stream connection's send buffer in bytes (default 64 KiB): bytes queued by
+    /// [`Backend::send_stream`] and not yet taken by the kernel. A send that does not fit is
+    /// refused whole ([`SendError::Full`]); memory never grows with a slow reader. The buffer is
+    /// allocated as it fills, not up front. Must be at least 1.
+    pub stream_send_bytes: usize,
+    /// Most bytes one [`Event::Stream`] lends (the size of the backend's stream read buffer,
+    /// default 16 KiB). Must be at least 1.
+    pub stream_read_bytes: usize,
+    /// Most stream connections open at once, accepted and connected together (default 10,000).
+    /// A connection accepted beyond it is closed at once and counted in
+    /// [`IoStats::accepts_over_limit`]; [`Backend::connect`] beyond it fails.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -249,6 +263,9 @@ impl Default for Config {
             max_datagram: 1500,
             send_queue: 4096,
             socket_buffer_bytes: 4 * 1024 * 1024,
+            stream_send_bytes: 64 * 1024,
+            stream_read_bytes: 16 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -261,6 +278,10 @@ impl Config {
             "max_datagram"
         } else if self.send_queue == 0 {
             "send_queue"
+        } else if self.stream_send_bytes == 0 {
+            "stream_send_bytes"
+        } else if self.stream_read_bytes == 0 {
+            "stream_read_bytes"
         } else {
             return Ok(());
         };
@@ -276,7 +297,8 @@ impl Config {
 pub struct PollReport {
     /// Datagrams handed to the callback.
     pub datagrams: usize,
-    /// Datagrams plus wake-ups consumed (feeds `io_events_processed`).
+    /// Events of every kind handed to the callback plus wake-ups consumed (feeds
+    /// `io_events_processed`).
     pub events: usize,
     /// Time spent blocked inside the wait syscall (feeds `io_wait_duration_ms`).
     pub waited: Duration,
@@ -290,6 +312,8 @@ pub struct FlushReport {
     /// Datagrams dropped because the kernel refused them (also counted in
     /// [`IoStats::send_errors`]).
     pub failed: usize,
+    /// Stream bytes handed to the kernel (completion backends: handed to the ring).
+    pub stream_bytes: usize,
 }
 
 /// Why [`Backend::send`] refused a datagram. Nothing was queued.
@@ -302,6 +326,13 @@ pub enum SendError {
     TooLarge,
     /// The [`SocketId`] was not returned by this backend's [`Backend::bind`].
     UnknownSocket,
+    /// The stream connection's send buffer lacks room for the whole send (counted in
+    /// [`IoStats::stream_send_full`]). Nothing was queued; see [`Backend::send_capacity`].
+    Full,
+    /// The [`ConnId`] names no open connection: it was closed (by either side) or was never
+    /// returned by this backend. A stale handle never reaches the connection that reused its
+    /// slot.
+    Closed,
 }
 
 impl fmt::Display for SendError {
@@ -310,6 +341,8 @@ impl fmt::Display for SendError {
             SendError::QueueFull => "send queue full until the next flush",
             SendError::TooLarge => "datagram longer than max_datagram",
             SendError::UnknownSocket => "unknown socket id",
+            SendError::Full => "stream send buffer full",
+            SendError::Closed => "connection closed",
         })
     }
 }
@@ -328,10 +361,109 @@ pub struct IoStats {
     pub send_errors: u64,
     /// Calls to [`Backend::send`] refused with [`SendError::QueueFull`].
     pub send_queue_full: u64,
+    /// Stream connections accepted on listeners (and handed up as [`Event::Accepted`]).
+    pub accepted: u64,
+    /// Connections accepted beyond [`Config::max_connections`] and closed at once.
+    pub accepts_over_limit: u64,
+    /// Connections shed because the process or system ran out of descriptors
+    /// (`EMFILE`/`ENFILE`): accepted with a reserve descriptor and closed at once, or left in
+    /// the backlog while accepting paused. Never a busy loop.
+    pub accepts_shed: u64,
+    /// Connections refused because their descriptor cannot be waited on (select:
+    /// `fd >= FD_SETSIZE`), closed at once.
+    pub accepts_refused: u64,
+    /// Other accept errors.
+    pub accept_errors: u64,
+    /// Calls to [`Backend::send_stream`] refused with [`SendError::Full`].
+    pub stream_send_full: u64,
 }
 
-/// One I/O backend: a set of UDP sockets, the wait, the receive buffers, the send slab and a
-/// waker. See the crate docs for the contract.
+/// A stream connection of a backend: its slot index and the slot's generation, bumped every
+/// time the slot is reused, so a handle kept past its connection's close is refused
+/// ([`SendError::Closed`]) and never reaches the connection that took the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The slot in the backend's connection table.
+    pub index: u32,
+    /// The slot's generation when this connection took it.
+    pub generation: u32,
+}
+
+impl ConnId {
+    /// The handle as one `u64` (generation in the high half), for layers that key on an
+    /// opaque integer.
+    pub fn to_u64(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The inverse of [`ConnId::to_u64`].
+    pub fn from_u64(v: u64) -> ConnId {
+        ConnId {
+            index: v as u32,
+            generation: (v >> 32) as u32,
+        }
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn {}.{}", self.index, self.generation)
+    }
+}
+
+/// Why a stream connection ended on its own (a connection closed with [`Backend::close`]
+/// produces no event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (read returned 0).
+    Eof,
+    /// The connection failed (reset by the peer, or another error on read or write).
+    Error(io::ErrorKind),
+}
+
+/// What [`Backend::poll`] hands to its callback. Borrowed bytes point into a backend-owned
+/// buffer and are valid for that call only.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A datagram arrived on a UDP socket.
+    Datagram {
+        /// The socket it arrived on.
+        socket: SocketId,
+        /// Who sent it.
+        from: SocketAddr,
+        /// Its bytes.
+        data: &'a [u8],
+    },
+    /// A listener accepted a connection; it is registered and ready to read and write.
+    Accepted {
+        /// The listener that accepted it.
+        listener: SocketId,
+        /// The new connection.
+        conn: ConnId,
+        /// The remote address.
+        from: SocketAddr,
+    },
+    /// Bytes arrived on a stream connection: in order, at arbitrary boundaries (framing is the
+    /// caller's). At most [`Config::stream_read_bytes`] per event.
+    Stream {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// A connection ended on its own: the peer closed it or it failed. Its handle is stale
+    /// from now on; no further event names it.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// One I/O backend: a set of UDP sockets, TCP listeners and stream connections, the wait, the
+/// receive buffers, the send slab, the per-connection send buffers and a waker. See the crate
+/// docs for the contract.
 pub trait Backend: Send {
     /// The concrete model (never [`Model::Auto`]).
     fn model(&self) -> Model;
@@ -351,19 +483,69 @@ pub trait Backend: Send {
     /// counted in the report and in [`IoStats::send_errors`], not retried.
     fn flush(&mut self) -> io::Result<FlushReport>;
 
-    /// Waits until a datagram is readable, the waker fires or `deadline` passes, then calls
-    /// `on_datagram` for up to [`Config::max_events`] datagrams without blocking again.
+    /// Waits until something is ready, the waker fires or `deadline` passes, then calls
+    /// `on_event` for up to [`Config::max_events`] events without blocking again. What the
+    /// budget leaves is delivered first by the next poll.
     fn poll(
         &mut self,
         deadline: Instant,
-        on_datagram: &mut dyn FnMut(SocketId, SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<PollReport>;
+
+    /// Opens a non-blocking TCP listener on `addr` (`SO_REUSEADDR`, backlog 1024) and adds it
+    /// to the set under a new [`SocketId`]; its connections arrive as [`Event::Accepted`].
+    /// [`Backend::local_addr`] answers for it too.
+    fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
+
+    /// Connects to `addr` (blocking for at most `timeout`: meant for clients, load tools and
+    /// tests, not for the server's loop), then registers the connection like an accepted one.
+    /// No [`Event::Accepted`] is delivered for it.
+    fn connect(&mut self, addr: SocketAddr, timeout: Duration) -> io::Result<ConnId>;
+
+    /// Appends `data` to the connection's bounded send buffer, to be written by the next
+    /// [`Backend::flush`] (and, for what the kernel did not take, as soon as the socket is
+    /// writable again). All or nothing: [`SendError::Full`] when it does not fit,
+    /// [`SendError::Closed`] for a stale handle.
+    fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError>;
+
+    /// Free room in the connection's send buffer, or `None` for a stale handle.
+    fn send_capacity(&self, conn: ConnId) -> Option<usize>;
+
+    /// Bytes queued in every connection's send buffer together (not yet taken by the kernel).
+    fn stream_queued(&self) -> usize;
+
+    /// Stream connections open now.
+    fn connections(&self) -> usize;
+
+    /// Closes a connection: what is queued is written if the kernel takes it at once (best
+    /// effort, never waited for), then the socket is closed. The handle is stale at once and
+    /// no [`Event::Closed`] follows. Closing a stale handle does nothing.
+    fn close(&mut self, conn: ConnId);
 
     /// A handle that makes a current or the next [`Backend::poll`] return early.
     fn waker(&self) -> Waker;
 
     /// The counters so far.
     fn stats(&self) -> IoStats;
+}
+
+/// Adapts a datagram-only callback to [`Backend::poll`]: other events are ignored.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use tickwire_io::{on_datagrams, open, Config, Model};
+/// let mut io = open(Model::Auto, &Config::default()).unwrap();
+/// io.poll(Instant::now(), &mut on_datagrams(|socket, from, data| {
+///     println!("{:?} from {}: {} bytes", socket, from, data.len());
+/// }))
+/// .unwrap();
+/// ```
+pub fn on_datagrams<F: FnMut(SocketId, SocketAddr, &[u8])>(mut f: F) -> impl FnMut(Event<'_>) {
+    move |event| {
+        if let Event::Datagram { socket, from, data } = event {
+            f(socket, from, data)
+        }
+    }
 }
 
 /// What a backend's waker does; implemented once per backend.
@@ -703,6 +885,14 @@ pub(crate) fn next_socket_id(count: usize) -> io::Result<SocketId> {
             "too many sockets in one io backend",
         )),
     }
+}
+
+/// Temporary: the stream half of a backend that has not been built yet.
+pub(crate) fn streams_not_built(model: Model) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the {} backend does not serve streams yet", model),
+    )
 }
 
 /// Time left until `deadline`, zero if it has passed.

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use crate::slab::{self, TxSlab};
 use crate::sys;
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, FlushReport, IoStats, Model,
-    PollReport, SendError, SocketId, Wake, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, Config, ConnId, Event, FlushReport,
+    IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
 };
 
 pub(crate) struct Select {
@@ -187,8 +187,11 @@ impl Backend for Select {
     fn poll(
         &mut self,
         deadline: Instant,
-        on_datagram: &mut dyn FnMut(SocketId, SocketAddr, &[u8]),
+        on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<PollReport> {
+        let on_datagram = &mut |socket: SocketId, from: SocketAddr, data: &[u8]| {
+            on_event(Event::Datagram { socket, from, data })
+        };
         let mut report = PollReport::default();
         let readfds = self.wait(deadline, &mut report.waited)?;
         // SAFETY: the waker fd is below FD_SETSIZE (checked at open).
@@ -241,6 +244,32 @@ impl Backend for Select {
         report.events += report.datagrams;
         Ok(report)
     }
+
+    fn listen(&mut self, _addr: SocketAddr) -> io::Result<SocketId> {
+        Err(crate::streams_not_built(Model::Select))
+    }
+
+    fn connect(&mut self, _addr: SocketAddr, _timeout: Duration) -> io::Result<ConnId> {
+        Err(crate::streams_not_built(Model::Select))
+    }
+
+    fn send_stream(&mut self, _conn: ConnId, _data: &[u8]) -> Result<(), SendError> {
+        Err(SendError::Closed)
+    }
+
+    fn send_capacity(&self, _conn: ConnId) -> Option<usize> {
+        None
+    }
+
+    fn stream_queued(&self) -> usize {
+        0
+    }
+
+    fn connections(&self) -> usize {
+        0
+    }
+
+    fn close(&mut self, _conn: ConnId) {}
 
     fn waker(&self) -> Waker {
         Waker::new(self.waker.clone())

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{localhost, models, open_model, push_out, recv_n};
-use tickwire_io::{Config, Model, SendError, SocketId};
+use tickwire_io::{on_datagrams, Config, Model, SendError, SocketId};
 
 /// Hang guard for waits that normally end in microseconds (a loaded machine may be far
 /// slower). Never a measurement: lateness figures belong in the benchmarks.
@@ -73,12 +73,15 @@ fn burst_larger_than_budget_arrives_over_several_polls() {
         let mut on_poll = |io: &mut dyn tickwire_io::Backend, got: &mut Vec<u32>| {
             let deadline = Instant::now() + Duration::from_millis(100);
             let report = io
-                .poll(deadline, &mut |sock, _, bytes| {
-                    assert_eq!(sock, id);
-                    let mut seq = [0u8; 4];
-                    seq.copy_from_slice(bytes);
-                    got.push(u32::from_le_bytes(seq));
-                })
+                .poll(
+                    deadline,
+                    &mut on_datagrams(|sock, _, bytes| {
+                        assert_eq!(sock, id);
+                        let mut seq = [0u8; 4];
+                        seq.copy_from_slice(bytes);
+                        got.push(u32::from_le_bytes(seq));
+                    }),
+                )
                 .unwrap();
             assert!(report.datagrams <= BUDGET, "{}: {:?}", model, report);
             assert_eq!(report.events, report.datagrams, "{}", model);
@@ -215,7 +218,10 @@ fn waker_from_another_thread_ends_a_long_poll() {
             waker.wake().unwrap();
         });
         let report = io
-            .poll(deadline, &mut |_, _, _| panic!("no datagram was sent"))
+            .poll(
+                deadline,
+                &mut on_datagrams(|_, _, _| panic!("no datagram was sent")),
+            )
             .unwrap();
         t.join().unwrap();
         // Returned before its (hour-long) deadline, with the wake-up as its one event.
@@ -232,10 +238,12 @@ fn wake_before_poll_is_consumed_once() {
         waker.wake().unwrap();
         waker.clone().wake().unwrap(); // several wakes collapse into one wake-up
         let deadline = Instant::now() + FAR;
-        let report = io.poll(deadline, &mut |_, _, _| {}).unwrap();
+        let report = io.poll(deadline, &mut on_datagrams(|_, _, _| {})).unwrap();
         assert!(Instant::now() < deadline, "{}: not woken", model);
         assert_eq!(report.events, 1, "{}", model);
-        let report = io.poll(Instant::now(), &mut |_, _, _| {}).unwrap();
+        let report = io
+            .poll(Instant::now(), &mut on_datagrams(|_, _, _| {}))
+            .unwrap();
         assert_eq!(report.events, 0, "{}: wake-up not consumed", model);
     }
 }
@@ -247,7 +255,9 @@ fn deadline_is_honoured_on_an_idle_socket() {
         io.bind(localhost()).unwrap();
 
         let deadline = Instant::now() + Duration::from_millis(20);
-        let report = io.poll(deadline, &mut |_, _, _| panic!("idle")).unwrap();
+        let report = io
+            .poll(deadline, &mut on_datagrams(|_, _, _| panic!("idle")))
+            .unwrap();
         let now = Instant::now();
         // Correctness: it waited, and returned at or after its deadline (never early).
         assert!(
@@ -266,7 +276,9 @@ fn deadline_is_honoured_on_an_idle_socket() {
 
         // A deadline in the past is a non-blocking check (only a hang fails here).
         let start = Instant::now();
-        let report = io.poll(start, &mut |_, _, _| panic!("idle")).unwrap();
+        let report = io
+            .poll(start, &mut on_datagrams(|_, _, _| panic!("idle")))
+            .unwrap();
         assert_eq!(report.events, 0, "{}", model);
         assert!(start.elapsed() < PATIENCE, "{}: hung", model);
     }
@@ -390,15 +402,19 @@ fn burst_beyond_the_receive_ring_loses_nothing() {
         let mut io = open_model(model, &cfg);
         let id = io.bind(localhost()).unwrap();
         let addr = io.local_addr(id).unwrap();
-        io.poll(Instant::now(), &mut |_, _, _| {}).unwrap();
+        io.poll(Instant::now(), &mut on_datagrams(|_, _, _| {}))
+            .unwrap();
         let sender = UdpSocket::bind(localhost()).unwrap();
         let mut got: Vec<u32> = Vec::new();
         let take = |io: &mut dyn tickwire_io::Backend, got: &mut Vec<u32>| {
             let deadline = Instant::now() + Duration::from_millis(20);
             let report = io
-                .poll(deadline, &mut |_, _, b| {
-                    got.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                })
+                .poll(
+                    deadline,
+                    &mut on_datagrams(|_, _, b| {
+                        got.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    }),
+                )
                 .unwrap();
             assert!(report.datagrams <= BUDGET, "{}: {:?}", model, report);
         };

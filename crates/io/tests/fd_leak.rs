@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{localhost, models, open_model, recv_n};
-use tickwire_io::Config;
+use tickwire_io::{on_datagrams, Config};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -52,7 +52,8 @@ fn dropping_a_backend_closes_every_fd() {
             let waker = io.waker();
             waker.wake().unwrap();
             drop(waker);
-            io.poll(Instant::now(), &mut |_, _, _| {}).unwrap();
+            io.poll(Instant::now(), &mut on_datagrams(|_, _, _| {}))
+                .unwrap();
         }
         let after = settled_fds();
         assert_eq!(

@@ -10,7 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use common::{localhost, open_model};
-use tickwire_io::{Config, Model};
+use tickwire_io::{on_datagrams, Config, Model};
 
 /// Raises the soft open-files limit to what this test needs, if the hard limit allows it.
 fn raise_nofile_limit(want: u64) {
@@ -46,7 +46,8 @@ fn select_refuses_fds_at_or_above_fd_setsize() {
     let mut got = Vec::new();
     let end = Instant::now() + Duration::from_secs(60); // hang guard
     while got.is_empty() && Instant::now() < end {
-        io.poll(end, &mut |_, _, b| got.push(b.to_vec())).unwrap();
+        io.poll(end, &mut on_datagrams(|_, _, b| got.push(b.to_vec())))
+            .unwrap();
     }
     assert_eq!(got, vec![b"still here".to_vec()]);
 

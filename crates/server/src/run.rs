@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use tickwire_core::{ByeReason, DenyReason, DropReason, GameServer, Now, ServerStats};
-use tickwire_io::{Backend, SocketId};
+use tickwire_io::{on_datagrams, Backend, SocketId};
 
 use crate::admin::Health;
 use crate::metrics as m;
@@ -586,9 +586,12 @@ fn drain(
     let past = Instant::now();
     for _ in 0..MAX_DRAIN_POLLS {
         let now = clock.at(Instant::now());
-        let report = backend.poll(past, &mut |_sock, peer, bytes| {
-            server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
-        })?;
+        let report = backend.poll(
+            past,
+            &mut on_datagrams(|_sock, peer, bytes| {
+                server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
+            }),
+        )?;
         events += report.events;
         if report.datagrams < max_events {
             break;

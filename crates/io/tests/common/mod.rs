@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use tickwire_io::{available_models, open, Backend, Config, Model, SocketId};
+use tickwire_io::{available_models, on_datagrams, open, Backend, Config, Model, SocketId};
 
 /// A received datagram, copied out of the backend's buffer.
 pub type Got = (SocketId, SocketAddr, Vec<u8>);
@@ -41,9 +41,10 @@ pub fn recv_n(io: &mut dyn Backend, want: usize, within: Duration) -> Vec<Got> {
     let mut got = Vec::new();
     while got.len() < want && Instant::now() < end {
         let deadline = (Instant::now() + Duration::from_millis(100)).min(end);
-        io.poll(deadline, &mut |id, peer, bytes| {
-            got.push((id, peer, bytes.to_vec()))
-        })
+        io.poll(
+            deadline,
+            &mut on_datagrams(|id, peer, bytes| got.push((id, peer, bytes.to_vec()))),
+        )
         .unwrap();
     }
     got
@@ -53,8 +54,11 @@ pub fn recv_n(io: &mut dyn Backend, want: usize, within: Duration) -> Vec<Got> {
 /// poll's io_uring_enter, so a caller that does not poll that backend again polls once without
 /// blocking. (A no-op wait for the other backends.) Nothing is expected to arrive.
 pub fn push_out(io: &mut dyn Backend) {
-    io.poll(Instant::now(), &mut |_, _, _| panic!("unexpected datagram"))
-        .unwrap();
+    io.poll(
+        Instant::now(),
+        &mut on_datagrams(|_, _, _| panic!("unexpected datagram")),
+    )
+    .unwrap();
 }
 
 /// `recv_from` on a std socket with a read timeout, retried on EINTR: tearing down an io_uring
