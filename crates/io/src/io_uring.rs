@@ -1629,7 +1629,8 @@ impl Backend for IoUringBackend {
         syscall!(listen(socket.as_raw_fd(), 1024))?;
         socket.set_nonblocking(true)?;
         if self.reserve.is_none() {
-            self.reserve = Some(File::open("/dev/null")?);
+            // Best effort: without it, descriptor exhaustion pauses the listener instead.
+            self.reserve = File::open("/dev/null").ok();
         }
         self.sockets.push(Sock::Listener(Listener {
             socket,
