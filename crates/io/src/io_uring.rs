@@ -1,4 +1,5 @@
-//! The Linux io_uring backend (kernel 6.0+: multishot `recvmsg` on a provided buffer ring).
+//! The Linux io_uring backend (kernel 6.0+: multishot `recvmsg` on a provided buffer ring;
+//! multishot accept and recv for streams).
 //!
 //! # Receive
 //!
@@ -40,6 +41,54 @@
 //! * With [`IoUringOptions::sqpoll`] the kernel's SQ thread picks the SQEs up by itself; `flush`
 //!   wakes it if it sleeps.
 //!
+//! # Streams
+//!
+//! * **Accept.** Every listener has one multishot `IORING_OP_ACCEPT` (accepted sockets
+//!   `SOCK_NONBLOCK | SOCK_CLOEXEC`). Each CQE carries a new descriptor, handled as an event
+//!   (so under the budget, in order): over `max_connections` it is closed at once and counted,
+//!   else it gets `TCP_NODELAY`, its peer address (`getpeername`) and a slot, and
+//!   `Event::Accepted` goes up. A CQE without `F_MORE` re-arms the accept (at once after a
+//!   success, at the next poll after an error).
+//! * **Descriptor exhaustion.** `EMFILE`/`ENFILE` ends the multishot accept. The backend
+//!   closes its reserve descriptor (`/dev/null`, opened by the first `listen`), accepts and
+//!   closes what waits in that listener's backlog (up to 64), reopens the reserve, counts
+//!   `accepts_shed`, and **pauses** the listener: its accept is re-armed by the next poll, not
+//!   before, so a persistent failure costs one attempt per poll, never a loop. Without a reserve
+//!   the waiting connection is left in the backlog (counted once per pause).
+//! * **Receive.** Every connection has one multishot `IORING_OP_RECV` on a second provided
+//!   buffer ring (group [`BGID_STREAM`], made by the first `listen`/`connect`): 16 to 256 buffers
+//!   of `stream_read_bytes` (about `max_events`; at most 8 MiB together unless a buffer alone is
+//!   larger than 512 KiB). Each CQE is one `Event::Stream` lending the buffer the kernel filled;
+//!   it goes back to the ring right after the callback. `res == 0` is `Closed { Eof }`, another
+//!   error `Closed { Error }`. When the ring runs dry (`ENOBUFS`) the receive ends and is
+//!   re-armed once buffers are back; the bytes wait in the socket meanwhile.
+//! * **Send.** At most one `IORING_OP_SEND` (`MSG_NOSIGNAL`) per connection is on the ring.
+//!   Each connection has two `SendBuf`s: `send_stream` appends to `queue`; the kernel reads
+//!   from `flight`, which nothing appends to, so the bytes under a SEND never move (no copy:
+//!   when `flight` is empty the two swap). `flush` releases what is queued
+//!   (`FlushReport::stream_bytes`) and queues a SEND for each connection without one; a short
+//!   write queues the rest from where the kernel stopped, and when a SEND completes, bytes a
+//!   flush released meanwhile follow (bytes queued after the last flush wait for the next).
+//!   `stream_queued`/`send_capacity` count both buffers (at most `stream_send_bytes` bytes per
+//!   connection; each buffer allocates as it fills, so up to twice that is allocated). Like the
+//!   datagram sends, SENDs are submitted by the next poll's `io_uring_enter`; a failed SEND
+//!   closes the connection with `Closed { Error }`.
+//! * **Stale completions.** The `user_data` of a connection's requests carries its kind, slot
+//!   index (24 bits: `max_connections` is capped at 2^24) and generation. A CQE whose generation
+//!   no longer matches the slot belongs to a closed connection: its buffer goes back to the
+//!   ring and no event is delivered, also when a new connection took the slot meanwhile.
+//! * **Close.** `close` (and the backend on `Eof`/`Error`) takes the connection out of the table
+//!   at once (the handle is stale). With no request of it left, the descriptor closes there.
+//!   Otherwise (a receive armed, a SEND on the ring) it is shut down (`SHUT_RDWR`: the peer sees
+//!   the end at once and the requests end by themselves), each request is cancelled by its
+//!   `user_data` (`IORING_OP_ASYNC_CANCEL`), and descriptor plus in-flight buffer wait in a
+//!   zombie until the requests' last CQEs: a descriptor number is never closed (and reused)
+//!   under a request or an SQE still in the SQ that names it. `close` first tries one
+//!   non-blocking write of what is queued, unless a SEND is on the ring (those bytes must not
+//!   overtake it; they are dropped).
+//! * `connect` is std's `TcpStream::connect_timeout` (blocking), then non-blocking, `TCP_NODELAY`
+//!   and registered like an accepted connection.
+//!
 //! # Wake-ups
 //!
 //! The waker is an eventfd with a multishot `IORING_OP_POLL_ADD` on the ring; a wake CQE makes
@@ -60,7 +109,9 @@
 //! Drop submits whatever is queued, cancels every request (`IORING_ASYNC_CANCEL_ANY`) and reaps
 //! until every request has posted its final CQE (at most one second); only then is the memory
 //! the kernel writes into freed. If that cannot be confirmed (the ring refused, or it took too
-//! long), the buffers are leaked rather than freed under the kernel.
+//! long), the buffers (and the stream send buffers a SEND may still read) are leaked rather
+//! than freed under the kernel. Every descriptor is closed either way: sockets, listeners,
+//! connections, zombies, accepted descriptors still waiting in the backlog, the reserve.
 
 use std::alloc::{self, Layout};
 use std::collections::VecDeque;

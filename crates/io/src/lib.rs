@@ -61,6 +61,29 @@
 //!   to the thread that first polls or flushes it; moving it to another thread after that makes
 //!   its calls fail (`EEXIST`). Set [`IoUringOptions::single_issuer`] to false to move it freely.
 //!
+//! Streams, on the same ring:
+//!
+//! * One multishot accept per listener and one multishot `recv` per connection, on a second
+//!   provided buffer ring (16 to 256 buffers of [`Config::stream_read_bytes`], made by the first
+//!   [`Backend::listen`] or [`Backend::connect`]). The bytes of an [`Event::Stream`] are the ring
+//!   buffer the kernel filled, lent for the call and given back right after it. A ring run dry
+//!   ends a connection's receive until buffers are back, as for datagrams.
+//! * Sends: at most one `send` per connection on the ring, reading from a buffer that
+//!   [`Backend::send_stream`] never appends to (it appends to a second one; the two swap when
+//!   the first is empty, without copying), so the bytes under a request never move. Both count
+//!   towards [`Config::stream_send_bytes`], each allocates as it fills. [`Backend::flush`]
+//!   releases what is queued ([`FlushReport::stream_bytes`]) and queues the requests; the next
+//!   poll submits them. A short write queues the rest; what the socket does not take yet is
+//!   sent as it drains, during later polls.
+//! * [`Backend::close`] makes the handle stale at once and shuts the socket down (the peer sees
+//!   the close), cancels its requests and closes the descriptor once their last completions
+//!   are back (in a later poll, or at drop): a descriptor number is never reused under a
+//!   request. Completions carry the connection's generation, so one arriving after its
+//!   connection closed is dropped (its buffer returned), also when the slot was reused.
+//! * Descriptor exhaustion at accept: the reserve descriptor sheds the waiting connections
+//!   ([`IoStats::accepts_shed`]), and that listener's accept is re-armed only by the next poll.
+//!   [`Config::max_connections`] is capped at 2^24 (the slot index has 24 bits of `user_data`).
+//!
 //! # Why level-triggered
 //!
 //! The epoll backend registers every socket level-triggered and takes at most `max_events`
