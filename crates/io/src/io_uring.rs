@@ -2109,13 +2109,34 @@ mod tests {
     }
 
     /// Accept, bytes both ways, the peer's close: the basic path with the io_uring
-    /// bookkeeping checked after each step.
+    /// bookkeeping checked after each step, with every ring setup (task work run by `poll`
+    /// only, or whenever the kernel likes; SQEs submitted by `poll` or picked up by SQPOLL).
     #[test]
     fn stream_round_trip_and_peer_close() {
-        let mut io = match open_or_skip(&Config::default()) {
-            Some(io) => io,
-            None => return,
-        };
+        if open_or_skip(&Config::default()).is_none() {
+            return;
+        }
+        let setups = [
+            IoUringOptions::default(),
+            IoUringOptions {
+                single_issuer: false,
+                ..IoUringOptions::default()
+            },
+            IoUringOptions {
+                sqpoll: true,
+                sqpoll_idle: Duration::from_millis(10),
+                ..IoUringOptions::default()
+            },
+        ];
+        for opts in &setups {
+            match IoUringBackend::open(&Config::default(), opts) {
+                Ok(io) => round_trip_and_peer_close(io),
+                Err(e) => eprintln!("{:?} unavailable here, skipped: {}", opts, e),
+            }
+        }
+    }
+
+    fn round_trip_and_peer_close(mut io: IoUringBackend) {
         let (listener, mut client, conn) = accept_one(&mut io);
         assert_eq!(
             io.send(listener, "127.0.0.1:9".parse().unwrap(), b"x"),
