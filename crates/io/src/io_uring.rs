@@ -114,7 +114,7 @@
 //! connections, zombies, accepted descriptors still waiting in the backlog, the reserve.
 
 use std::alloc::{self, Layout};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::mem::{self, ManuallyDrop};
@@ -517,7 +517,6 @@ impl Conn {
 /// stays open (so the number cannot be reused under a request, or under an SQE still in the
 /// SQ) and its in-flight send buffer stays allocated until `pending` reaches 0.
 struct Zombie {
-    id: ConnId,
     _stream: TcpStream,
     flight: SendBuf,
     pending: u8,
@@ -576,7 +575,7 @@ pub(crate) struct IoUringBackend {
     /// Open stream connections.
     conns: ConnTable<Conn>,
     /// Closed connections waiting for their last CQEs.
-    zombies: Vec<Zombie>,
+    zombies: HashMap<ConnId, Zombie>,
     /// Connections with bytes queued since the last flush.
     dirty: Vec<ConnId>,
     /// Connections whose multishot receive ended (`ENOBUFS`, ...) and waits to be re-armed.
@@ -713,7 +712,7 @@ impl IoUringBackend {
             buffer_bytes: cfg.socket_buffer_bytes,
             stats: IoStats::default(),
             conns: ConnTable::new(),
-            zombies: Vec::new(),
+            zombies: HashMap::new(),
             dirty: Vec::new(),
             stream_rearm: Vec::new(),
             accept_rearm: Vec::new(),
@@ -929,22 +928,27 @@ impl IoUringBackend {
                 }
             }
         }
-        self.zombies.push(Zombie {
+        self.zombies.insert(
             id,
-            _stream: c.stream,
-            flight: c.flight,
-            pending,
-        });
+            Zombie {
+                _stream: c.stream,
+                flight: c.flight,
+                pending,
+            },
+        );
     }
 
     /// The last CQE of one request of a closed connection came back.
     fn zombie_done(&mut self, id: ConnId) {
-        if let Some(i) = self.zombies.iter().position(|z| z.id == id) {
-            let z = &mut self.zombies[i];
-            z.pending = z.pending.saturating_sub(1);
-            if z.pending == 0 {
-                self.zombies.swap_remove(i); // closes the descriptor, frees the buffer
+        let done = match self.zombies.get_mut(&id) {
+            Some(z) => {
+                z.pending = z.pending.saturating_sub(1);
+                z.pending == 0
             }
+            None => false,
+        };
+        if done {
+            self.zombies.remove(&id); // closes the descriptor, frees the buffer
         }
     }
 
@@ -1797,7 +1801,7 @@ impl Drop for IoUringBackend {
                     mem::forget(mem::replace(&mut c.flight, SendBuf::new(1)));
                 }
             }
-            for z in &mut self.zombies {
+            for z in self.zombies.values_mut() {
                 mem::forget(mem::replace(&mut z.flight, SendBuf::new(1)));
             }
         }
@@ -2360,7 +2364,7 @@ mod tests {
         assert_eq!(io.send_capacity(conn), None);
         assert_eq!(io.stream_queued(), 0);
         assert_eq!(io.zombies.len(), 1);
-        assert_eq!(io.zombies[0].pending, 2, "receive and send");
+        assert_eq!(io.zombies[&conn].pending, 2, "receive and send");
         let evs = poll_until(&mut io, |io, _| io.zombies.is_empty());
         assert!(evs.is_empty(), "{:?}", evs);
         assert_eq!(io.stream_requests, 0);
