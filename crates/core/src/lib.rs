@@ -12,7 +12,7 @@
 //! Calling pattern (see docs/architecture.md, "The tick loop"):
 //!
 //! ```text
-//! between ticks: server.handle_datagram(now, peer, bytes, &mut tx)   // any number of times
+//! between ticks: server.handle_packet(now, peer, bytes, &mut tx)   // any number of times
 //! at the deadline: server.tick(now, &mut tx)                         // exactly once per tick
 //! at exit:         server.broadcast_bye(..); a tick or two later server.shutdown(&mut tx)
 //! ```
@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use tickwire_game::{Game, GameConfig, GameEntry, GameSpec, PlayerId};
-pub use tickwire_netcode::{DenyReason, DisconnectReason, DropReason, Key, Now, ServerStats};
+pub use tickwire_netcode::{DenyReason, DisconnectReason, DropReason, Key, Now, Peer, ServerStats};
 pub use tickwire_proto::reliable::{ChannelConfig, ChannelError};
 pub use tickwire_proto::ByeReason;
 use tickwire_proto::{reliable::Channel, ClientMessage, Welcome, NO_ENTITY};
@@ -273,14 +273,17 @@ impl GameServer {
         self.side.recorder.as_ref()
     }
 
-    /// Handles one datagram from `from`. Replies (handshake) go out through `tx`.
-    pub fn handle_datagram(
+    /// Handles one packet from `from` (a datagram, or one framed packet of a stream). Replies
+    /// (handshake, queries) go out through `tx` to the same peer. A bare `SocketAddr` converts
+    /// to the peer on the UDP game socket.
+    pub fn handle_packet(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: impl Into<Peer>,
         bytes: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) {
+        let from = from.into();
         // A2S queries start with FF FF FF FF, which no netcode packet does (0xFF would be
         // packet type 15 with 15 sequence bytes).
         if a2s::is_a2s(bytes) {
@@ -306,10 +309,37 @@ impl GameServer {
         }
     }
 
+    /// The stream connection under `peer` closed: the player on it (if any) leaves now, as
+    /// after a timeout, instead of waiting for the session to time out. Returns whether a
+    /// player left.
+    pub fn link_closed(&mut self, now: Now, peer: Peer) -> bool {
+        let GameServer {
+            netcode,
+            side,
+            players,
+            stats,
+            channel_cfg,
+            ..
+        } = self;
+        netcode.link_closed(peer, &mut |event| {
+            let _ = on_event(now, side, players, stats, channel_cfg, event);
+        })
+    }
+
+    /// Where the player in slot `client` is connected from (address and link).
+    pub fn client_peer(&self, client: usize) -> Option<Peer> {
+        self.netcode.client_peer(client)
+    }
+
+    /// The slot of the player connected on `peer`, if any.
+    pub fn client_on(&self, peer: Peer) -> Option<usize> {
+        self.netcode.client_on(peer)
+    }
+
     /// Runs one tick: session upkeep (keep-alives, timeouts), hands every queued input to the
     /// game in order, steps the game once, and sends each connected client its welcome (until
     /// acknowledged), its due reliable events and one snapshot.
-    pub fn tick(&mut self, now: Now, tx: &mut dyn FnMut(SocketAddr, &[u8])) -> TickReport {
+    pub fn tick(&mut self, now: Now, tx: &mut dyn FnMut(Peer, &[u8])) -> TickReport {
         {
             let GameServer {
                 netcode,
@@ -365,7 +395,7 @@ impl GameServer {
     /// Ends every session at once: netcode's redundant disconnect packets, and the game is told
     /// each player left. Send [`GameServer::broadcast_bye`] a tick or two before, so clients
     /// read the `Bye` before their netcode library drops the connection.
-    pub fn shutdown(&mut self, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    pub fn shutdown(&mut self, tx: &mut dyn FnMut(Peer, &[u8])) {
         self.netcode.disconnect_all(tx);
         for p in 0..self.players.len() {
             if self.players[p].take().is_some() {
@@ -378,12 +408,7 @@ impl GameServer {
     }
 
     /// Sends every connected client a `Bye` with `reason` (without disconnecting them).
-    pub fn broadcast_bye(
-        &mut self,
-        now: Now,
-        reason: ByeReason,
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
-    ) {
+    pub fn broadcast_bye(&mut self, now: Now, reason: ByeReason, tx: &mut dyn FnMut(Peer, &[u8])) {
         let len = match tickwire_proto::encode_bye(reason, &mut self.payload) {
             Ok(len) => len,
             Err(_) => return,
@@ -491,7 +516,7 @@ impl GameServer {
     }
 
     /// The game refused a player: tell them why and end the session.
-    fn refuse(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn refuse(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(Peer, &[u8])) {
         self.stats.joins_refused += 1;
         if let Ok(len) = tickwire_proto::encode_bye(ByeReason::ServerFull, &mut self.payload) {
             let _ = self
@@ -555,9 +580,9 @@ impl GameServer {
     fn handle_query(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         bytes: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) {
         self.stats.query_bytes_in += bytes.len() as u64;
         let Some((responder, cfg)) = &self.query else {
@@ -574,7 +599,7 @@ impl GameServer {
             max_players: self.netcode.max_clients(),
             tick_ms: self.tick_ms,
         };
-        match responder.handle_at(now.mono, from, bytes, &source, &mut self.payload) {
+        match responder.handle_at(now.mono, from.addr, bytes, &source, &mut self.payload) {
             Ok(Some(len)) => {
                 self.stats.queries_answered += 1;
                 self.stats.query_bytes_out += len as u64;
@@ -602,7 +627,7 @@ impl GameServer {
         }
     }
 
-    fn send_welcome(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn send_welcome(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(Peer, &[u8])) {
         let you = self.player_entity(client).unwrap_or(NO_ENTITY);
         let Some(player) = self.players.get_mut(client).and_then(Option::as_mut) else {
             return;
@@ -631,7 +656,7 @@ impl GameServer {
     }
 
     /// Sends the client's due reliable-channel packets (new fragments, resends, acks).
-    fn send_reliable(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn send_reliable(&mut self, now: Now, client: usize, tx: &mut dyn FnMut(Peer, &[u8])) {
         let Some(player) = self.players.get_mut(client).and_then(Option::as_mut) else {
             return;
         };
@@ -662,7 +687,7 @@ impl GameServer {
         &mut self,
         now: Now,
         client: usize,
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) -> Option<usize> {
         let player = self.players[client].as_ref()?;
         let own = self.player_entity[client];

@@ -69,7 +69,7 @@ fn token(server_addr: SocketAddr, client_id: u64) -> Vec<u8> {
 /// the challenge and returns the full reply.
 fn ask(server: &mut GameServer, t: Now, from: SocketAddr, req: &[u8]) -> Vec<u8> {
     let mut replies = Vec::new();
-    server.handle_datagram(t, from, req, &mut |_, b| replies.push(b.to_vec()));
+    server.handle_packet(t, from, req, &mut |_, b| replies.push(b.to_vec()));
     assert_eq!(replies.len(), 1);
     let challenge = replies.pop().unwrap();
     assert_eq!(challenge.len(), 9);
@@ -80,7 +80,7 @@ fn ask(server: &mut GameServer, t: Now, from: SocketAddr, req: &[u8]) -> Vec<u8>
         req[..5].to_vec()
     };
     full.extend_from_slice(&challenge[5..9]);
-    server.handle_datagram(t, from, &full, &mut |_, b| replies.push(b.to_vec()));
+    server.handle_packet(t, from, &full, &mut |_, b| replies.push(b.to_vec()));
     assert_eq!(replies.len(), 1);
     replies.pop().unwrap()
 }
@@ -105,12 +105,12 @@ fn a2s_and_netcode_share_the_port() {
         // A query every 50 ms, interleaved with the session's packets.
         if ms % 50 == 0 {
             let mut replies = Vec::new();
-            server.handle_datagram(t, querier, INFO, &mut |to, b| {
+            server.handle_packet(t, querier, INFO, &mut |to, b| {
                 replies.push((to, b.to_vec()))
             });
             assert_eq!(replies.len(), 1);
             let (to, challenge) = &replies[0];
-            assert_eq!(*to, querier);
+            assert_eq!(to.addr, querier);
             assert_eq!(challenge.len(), 9, "challenge reply");
             assert!(
                 challenge.len() <= INFO.len(),
@@ -120,7 +120,7 @@ fn a2s_and_netcode_share_the_port() {
             let mut with_challenge = INFO.to_vec();
             with_challenge.extend_from_slice(&challenge[5..9]);
             replies.clear();
-            server.handle_datagram(t, querier, &with_challenge, &mut |to, b| {
+            server.handle_packet(t, querier, &with_challenge, &mut |to, b| {
                 replies.push((to, b.to_vec()))
             });
             assert_eq!(replies.len(), 1);
@@ -128,7 +128,7 @@ fn a2s_and_netcode_share_the_port() {
         }
         let mut to_client = Vec::new();
         for b in to_server {
-            server.handle_datagram(t, client_addr, &b, &mut |_, r| to_client.push(r.to_vec()));
+            server.handle_packet(t, client_addr, &b, &mut |_, r| to_client.push(r.to_vec()));
         }
         if ms % 16 == 0 {
             server.tick(t, &mut |_, r| to_client.push(r.to_vec()));
@@ -172,9 +172,9 @@ fn queries_off_are_dropped_and_counted() {
     let addr: SocketAddr = "127.0.0.1:7777".parse().unwrap();
     let mut server = server(addr, false);
     let mut replies = 0;
-    server.handle_datagram(
+    server.handle_packet(
         now(0),
-        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
         INFO,
         &mut |_, _| replies += 1,
     );
@@ -205,7 +205,7 @@ fn a2s_replies_describe_the_game_and_its_players() {
         client.update(t, &mut |_, b| to_server.push(b.to_vec()), &mut |_| {});
         let mut to_client = Vec::new();
         for b in to_server {
-            server.handle_datagram(t, client_addr, &b, &mut |_, r| to_client.push(r.to_vec()));
+            server.handle_packet(t, client_addr, &b, &mut |_, r| to_client.push(r.to_vec()));
         }
         if ms % 16 == 0 {
             server.tick(t, &mut |_, r| to_client.push(r.to_vec()));

@@ -203,10 +203,9 @@ fn run(sc: &Scenario) -> Outcome {
         for (from, to, bytes) in net.due(ms) {
             if to == server_addr {
                 let mut out = Vec::new();
-                server
-                    .handle_datagram(t, from, &bytes, &mut |peer, b| out.push((peer, b.to_vec())));
+                server.handle_packet(t, from, &bytes, &mut |peer, b| out.push((peer, b.to_vec())));
                 for (peer, b) in out {
-                    net.send(ms, server_addr, peer, &b);
+                    net.send(ms, server_addr, peer.addr, &b);
                 }
             } else if let Some(bot) = bots.iter_mut().find(|b| b.addr == to && !b.left) {
                 let mut out = Vec::new();
@@ -277,7 +276,7 @@ fn run(sc: &Scenario) -> Outcome {
             let mut out = Vec::new();
             server.tick(t, &mut |peer, b| out.push((peer, b.to_vec())));
             for (peer, b) in out {
-                net.send(ms, server_addr, peer, &b);
+                net.send(ms, server_addr, peer.addr, &b);
             }
             hashes.push(server.state_hash());
         }

@@ -165,7 +165,7 @@ fn renetcode_client_plays_the_arena_from_the_protocol_doc() {
             }
         }
         for p in up {
-            server.handle_datagram(now, client_addr(), &p, &mut |_, b| down.push(b.to_vec()));
+            server.handle_packet(now, client_addr(), &p, &mut |_, b| down.push(b.to_vec()));
         }
         server.tick(now, &mut |_, b| down.push(b.to_vec()));
         for mut b in down {

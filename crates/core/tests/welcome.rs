@@ -84,7 +84,7 @@ fn run(send_inputs: bool, ms_total: u64) -> Seen {
         }
         let mut down = Vec::new();
         for b in up {
-            server.handle_datagram(t, client_addr, &b, &mut |_, r| down.push(r.to_vec()));
+            server.handle_packet(t, client_addr, &b, &mut |_, r| down.push(r.to_vec()));
         }
         if server.players() == 1 && seen.joined_server_tick.is_none() {
             seen.joined_server_tick = Some(server.current_tick());

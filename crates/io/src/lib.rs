@@ -910,6 +910,50 @@ pub(crate) fn next_socket_id(count: usize) -> io::Result<SocketId> {
     }
 }
 
+/// Raises this process's open-file limit (`RLIMIT_NOFILE`) from its soft to its hard limit:
+/// every stream connection is a descriptor. Returns the soft limit before and after. Unix
+/// only; elsewhere it answers [`io::ErrorKind::Unsupported`].
+// rlim_t is u64 on Linux and macOS but i64 on FreeBSD: the casts are not all no-ops.
+#[allow(clippy::unnecessary_cast)]
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid, writable rlimit.
+        syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+        let before = lim.rlim_cur as u64;
+        if lim.rlim_cur >= lim.rlim_max {
+            return Ok((before, before));
+        }
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a valid rlimit that outlives the call.
+        match syscall!(setrlimit(libc::RLIMIT_NOFILE, &want)) {
+            Ok(_) => Ok((before, lim.rlim_max as u64)),
+            // macOS refuses a soft limit above OPEN_MAX even when the hard limit is higher.
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "setrlimit(RLIMIT_NOFILE, {}) failed: {} (limit stays {})",
+                    lim.rlim_max, e, before
+                ),
+            )),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the open-file limit is a unix notion",
+        ))
+    }
+}
+
 /// Temporary: the stream half of a backend that has not been built yet.
 pub(crate) fn streams_not_built(model: Model) -> io::Error {
     io::Error::new(

@@ -3,8 +3,14 @@
 //! Connect tokens ([`generate_connect_token`], [`ConnectTokenPublic`]), the packet codec
 //! ([`packet`]), AEAD ([`crypto`]), the replay window ([`replay`]) and the [`Server`] and
 //! [`Client`] state machines. Nothing here opens a socket or reads a clock: callers pass the
-//! current time as [`Now`], hand in received datagrams, and get datagrams out through a
-//! `tx(addr, bytes)` callback and events through an `on_event` callback.
+//! current time as [`Now`], hand in received packets, and get packets out through a
+//! `tx(peer, bytes)` callback and events through an `on_event` callback.
+//!
+//! The server names every remote end with a [`Peer`]: its address plus the link the packets
+//! travel on (a UDP socket, or one TCP or WebSocket connection). Sessions, pending handshakes
+//! and connect-token history key on the whole `Peer`, so a player on TCP and one on UDP from
+//! the same address are different remote ends, and a reply always goes back on the link the
+//! request came from.
 //!
 //! Constants and timings follow the reference implementation (netcode.c): 10 Hz handshake
 //! resends and keep-alives, 10 redundant disconnect packets, 300-byte challenge tokens,
@@ -12,6 +18,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod client;
@@ -59,6 +67,54 @@ pub struct Now {
     pub mono: Duration,
     /// Unix time in seconds.
     pub unix_secs: u64,
+}
+
+/// A remote end of the server: the address packets come from, and the link they travel on.
+///
+/// `link` is the transport's name for the path, opaque to netcode: [`Peer::DATAGRAM`] (0) for
+/// the UDP game socket, anything else for one stream connection (the server uses 1 + the I/O
+/// layer's connection handle, which carries a generation, so a link is never reused while
+/// netcode may still remember it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The link: [`Peer::DATAGRAM`] or a stream connection.
+    pub link: u64,
+}
+
+impl Peer {
+    /// The link of the UDP game socket.
+    pub const DATAGRAM: u64 = 0;
+
+    /// A peer on the UDP game socket.
+    pub const fn udp(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            link: Peer::DATAGRAM,
+        }
+    }
+
+    /// Whether this peer is on the UDP game socket.
+    pub const fn is_datagram(&self) -> bool {
+        self.link == Peer::DATAGRAM
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        Peer::udp(addr)
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_datagram() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{} (link {})", self.addr, self.link)
+        }
+    }
 }
 
 /// A random key from the OS random source.

@@ -97,6 +97,8 @@ pub enum DisconnectReason {
     ClientDisconnected,
     /// The server (or, client side, the application) ended it.
     ServerDisconnected,
+    /// The stream connection (TCP or WebSocket) that carried the session closed.
+    LinkClosed,
 }
 
 impl DisconnectReason {
@@ -106,6 +108,7 @@ impl DisconnectReason {
             DisconnectReason::TimedOut => "timed_out",
             DisconnectReason::ClientDisconnected => "client_disconnected",
             DisconnectReason::ServerDisconnected => "server_disconnected",
+            DisconnectReason::LinkClosed => "link_closed",
         }
     }
 }

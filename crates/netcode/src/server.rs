@@ -29,8 +29,8 @@ use crate::token::{
     CONNECT_TOKEN_NONCE_BYTES,
 };
 use crate::{
-    DenyReason, DisconnectReason, DropReason, Key, Now, ServerStats, CONNECT_TOKEN_PRIVATE_BYTES,
-    MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES, USER_DATA_BYTES,
+    DenyReason, DisconnectReason, DropReason, Key, Now, Peer, ServerStats,
+    CONNECT_TOKEN_PRIVATE_BYTES, MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES, USER_DATA_BYTES,
 };
 
 /// Keep-alive / send interval (10 Hz, as netcode.c).
@@ -113,8 +113,8 @@ pub enum ServerEvent<'a> {
         client: usize,
         /// Client id from the connect token.
         client_id: u64,
-        /// Client address.
-        addr: SocketAddr,
+        /// Where the client is: address and link.
+        peer: Peer,
         /// User data from the connect token.
         user_data: &'a [u8; USER_DATA_BYTES],
     },
@@ -144,7 +144,7 @@ struct Session {
     connected: bool,
     confirmed: bool,
     client_id: u64,
-    addr: SocketAddr,
+    addr: Peer,
     user_data: [u8; USER_DATA_BYTES],
     c2s: Key,
     s2c: Key,
@@ -161,7 +161,7 @@ struct Session {
 #[derive(Clone, Copy)]
 struct Pending {
     in_use: bool,
-    addr: SocketAddr,
+    addr: Peer,
     /// MAC of the connect token this handshake came with.
     mac: [u8; 16],
     c2s: Key,
@@ -175,7 +175,7 @@ struct Pending {
 struct TokenEntry {
     used: bool,
     mac: [u8; 16],
-    addr: SocketAddr,
+    addr: Peer,
     time: Duration,
 }
 
@@ -207,7 +207,7 @@ impl Pending {
 }
 
 /// Passes a datagram to `tx` and counts it.
-fn emit(stats: &mut ServerStats, tx: &mut dyn FnMut(SocketAddr, &[u8]), to: SocketAddr, b: &[u8]) {
+fn emit(stats: &mut ServerStats, tx: &mut dyn FnMut(Peer, &[u8]), to: Peer, b: &[u8]) {
     stats.packets_out += 1;
     stats.bytes_out += b.len() as u64;
     tx(to, b);
@@ -226,13 +226,13 @@ pub struct Server {
     token_entries: Vec<TokenEntry>,
     retired: Vec<RetiredToken>,
     /// Recently ended sessions' addresses -> until when their late packets are benign.
-    recent: HashMap<SocketAddr, Duration>,
+    recent: HashMap<Peer, Duration>,
     /// The same entries in insertion order (may hold stale duplicates; never longer than
     /// `recent_cap`), for expiry and eviction.
-    recent_order: VecDeque<(SocketAddr, Duration)>,
+    recent_order: VecDeque<(Peer, Duration)>,
     recent_cap: usize,
     max_idle: Duration,
-    by_addr: HashMap<SocketAddr, Slot>,
+    by_addr: HashMap<Peer, Slot>,
     by_id: HashMap<u64, usize>,
     challenge_sequence: u64,
     global_sequence: u64,
@@ -261,7 +261,7 @@ impl Server {
 
     pub(crate) fn with_challenge_key(cfg: ServerConfig, challenge_key: Key) -> Self {
         let max = cfg.max_clients;
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let unspecified = Peer::udp(SocketAddr::from(([0, 0, 0, 0], 0)));
         let sessions = (0..max)
             .map(|_| Session {
                 connected: false,
@@ -347,9 +347,9 @@ impl Server {
     pub fn handle_packet(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         packet: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
         on_event: &mut dyn FnMut(ServerEvent<'_>),
     ) {
         self.stats.packets_in += 1;
@@ -376,9 +376,9 @@ impl Server {
     fn process_request(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         packet: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) -> Result<(), DropReason> {
         let Packet::Request {
             expire_unix_secs,
@@ -456,7 +456,7 @@ impl Server {
 
     /// netcode.c's connect token history: the same token MAC from a different address is
     /// refused; otherwise the entry is recorded, replacing the oldest.
-    fn token_entry_find_or_add(&mut self, now: Now, mac: &[u8; 16], from: SocketAddr) -> bool {
+    fn token_entry_find_or_add(&mut self, now: Now, mac: &[u8; 16], from: Peer) -> bool {
         let mut oldest = 0;
         // Unused entries (None) sort before used ones (Some(time)).
         let mut oldest_key: Option<Option<Duration>> = None;
@@ -520,7 +520,7 @@ impl Server {
 
     /// Remembers `addr` as recently disconnected until `now + RECENT_DISCONNECT_WINDOW`,
     /// forgetting the oldest entry when the table is full.
-    fn remember_recent(&mut self, addr: SocketAddr, now: Duration) {
+    fn remember_recent(&mut self, addr: Peer, now: Duration) {
         let until = now.saturating_add(RECENT_DISCONNECT_WINDOW);
         if self.recent_order.len() >= self.recent_cap {
             if let Some((old, t)) = self.recent_order.pop_front() {
@@ -548,7 +548,7 @@ impl Server {
     fn add_pending(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         tok: &ConnectTokenPrivate,
         mac: &[u8; 16],
         expire: u64,
@@ -601,11 +601,11 @@ impl Server {
 
     fn send_global(
         &mut self,
-        to: SocketAddr,
+        to: Peer,
         kind: PacketType,
         body: &[u8],
         key: &Key,
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) {
         let n = packet::seal(
             kind,
@@ -621,10 +621,10 @@ impl Server {
 
     fn send_denied(
         &mut self,
-        to: SocketAddr,
+        to: Peer,
         key: &Key,
         reason: DenyReason,
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) {
         self.stats.denies[reason.index()] += 1;
         self.send_global(to, PacketType::ConnectionDenied, &[], key, tx);
@@ -636,7 +636,7 @@ impl Server {
         now: Now,
         kind: PacketType,
         body: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) {
         let s = &mut self.sessions[idx];
         let n = packet::seal(
@@ -652,7 +652,7 @@ impl Server {
         emit(&mut self.stats, tx, s.addr, &self.tx[..n]);
     }
 
-    fn send_keep_alive(&mut self, idx: usize, now: Now, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn send_keep_alive(&mut self, idx: usize, now: Now, tx: &mut dyn FnMut(Peer, &[u8])) {
         let mut body = [0u8; 8];
         body[..4].copy_from_slice(&(idx as u32).to_le_bytes());
         body[4..].copy_from_slice(&(self.sessions.len() as u32).to_le_bytes());
@@ -662,9 +662,9 @@ impl Server {
     fn process_encrypted(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         packet: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
         on_event: &mut dyn FnMut(ServerEvent<'_>),
     ) -> Result<(), DropReason> {
         let h = packet::parse_header(packet)?;
@@ -711,11 +711,11 @@ impl Server {
     fn process_response(
         &mut self,
         now: Now,
-        from: SocketAddr,
+        from: Peer,
         pidx: usize,
         h: &Header,
         packet: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
         on_event: &mut dyn FnMut(ServerEvent<'_>),
     ) -> Result<(), DropReason> {
         let pending = self.pending[pidx];
@@ -770,7 +770,7 @@ impl Server {
         on_event(ServerEvent::Connected {
             client: idx,
             client_id,
-            addr: from,
+            peer: from,
             user_data: &self.sessions[idx].user_data,
         });
         self.send_keep_alive(idx, now, tx);
@@ -847,7 +847,7 @@ impl Server {
     pub fn update(
         &mut self,
         now: Now,
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
         on_event: &mut dyn FnMut(ServerEvent<'_>),
     ) {
         for idx in 0..self.sessions.len() {
@@ -883,7 +883,7 @@ impl Server {
         now: Now,
         client: usize,
         payload: &[u8],
-        tx: &mut dyn FnMut(SocketAddr, &[u8]),
+        tx: &mut dyn FnMut(Peer, &[u8]),
     ) -> Result<(), SendError> {
         if !self.is_connected(client) {
             return Err(SendError::NotConnected);
@@ -902,7 +902,7 @@ impl Server {
     }
 
     /// Sends 10 redundant disconnect packets to `client` and frees its slot. No event.
-    pub fn disconnect(&mut self, client: usize, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    pub fn disconnect(&mut self, client: usize, tx: &mut dyn FnMut(Peer, &[u8])) {
         if !self.is_connected(client) {
             return;
         }
@@ -916,8 +916,30 @@ impl Server {
         self.reset_session(client, Some(now.mono));
     }
 
+    /// The link under `peer` is gone (its stream connection closed): the session on it ends
+    /// now, without disconnect packets (nothing is left to carry them), reported as
+    /// `Disconnected { reason: LinkClosed }`; a pending handshake on it is forgotten. Returns
+    /// whether a session ended.
+    pub fn link_closed(&mut self, peer: Peer, on_event: &mut dyn FnMut(ServerEvent<'_>)) -> bool {
+        match self.by_addr.get(&peer).copied() {
+            Some(Slot::Connected(idx)) => {
+                self.reset_session(idx, None);
+                on_event(ServerEvent::Disconnected {
+                    client: idx,
+                    reason: DisconnectReason::LinkClosed,
+                });
+                true
+            }
+            Some(Slot::Pending(i)) => {
+                self.remove_pending(i);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// `disconnect` for every connected client.
-    pub fn disconnect_all(&mut self, tx: &mut dyn FnMut(SocketAddr, &[u8])) {
+    pub fn disconnect_all(&mut self, tx: &mut dyn FnMut(Peer, &[u8])) {
         for i in 0..self.sessions.len() {
             self.disconnect(i, tx);
         }
@@ -976,12 +998,20 @@ impl Server {
         self.sessions.get(client).is_some_and(|s| s.connected)
     }
 
-    /// Address of the client in slot `client`.
-    pub fn client_addr(&self, client: usize) -> Option<SocketAddr> {
+    /// Where the client in slot `client` is: its address and the link it uses.
+    pub fn client_peer(&self, client: usize) -> Option<Peer> {
         self.sessions
             .get(client)
             .filter(|s| s.connected)
             .map(|s| s.addr)
+    }
+
+    /// The slot of the client connected on `peer`, if any.
+    pub fn client_on(&self, peer: Peer) -> Option<usize> {
+        match self.by_addr.get(&peer) {
+            Some(Slot::Connected(idx)) => Some(*idx),
+            _ => None,
+        }
     }
 
     /// Client id of the client in slot `client`.
@@ -1011,6 +1041,10 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn peer(port: u16) -> Peer {
+        Peer::udp(addr(port))
     }
 
     #[test]
@@ -1059,7 +1093,7 @@ mod tests {
         )
         .unwrap_or_else(|_| unreachable!());
         let mut challenge = Vec::new();
-        let from = addr(50000);
+        let from = peer(50000);
         s.handle_packet(
             now,
             from,
@@ -1148,15 +1182,15 @@ mod tests {
         let cap = s.recent_cap;
         let t = Duration::from_secs(1);
         for i in 0..(3 * cap) {
-            s.remember_recent(addr(i as u16), t);
+            s.remember_recent(peer(i as u16), t);
             assert!(s.recent.len() <= cap && s.recent_order.len() <= cap);
         }
         // The newest are remembered, the oldest forgotten.
-        assert!(s.recent.contains_key(&addr((3 * cap - 1) as u16)));
-        assert!(!s.recent.contains_key(&addr(0)));
+        assert!(s.recent.contains_key(&peer((3 * cap - 1) as u16)));
+        assert!(!s.recent.contains_key(&peer(0)));
         // Re-remembering one address keeps one map entry; expiry empties both.
-        s.remember_recent(addr(1), t);
-        s.remember_recent(addr(1), t);
+        s.remember_recent(peer(1), t);
+        s.remember_recent(peer(1), t);
         s.expire_recent(t + RECENT_DISCONNECT_WINDOW);
         assert!(s.recent.is_empty() && s.recent_order.is_empty());
     }
@@ -1174,8 +1208,8 @@ mod tests {
             mono: Duration::from_secs(1),
             unix_secs: 10,
         };
-        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap_or_else(|_| unreachable!());
-        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap_or_else(|_| unreachable!());
+        let a = peer(1000);
+        let b = peer(1001);
         assert!(s.token_entry_find_or_add(now, &[7; 16], a));
         assert!(s.token_entry_find_or_add(now, &[7; 16], a));
         assert!(!s.token_entry_find_or_add(now, &[7; 16], b));

@@ -22,7 +22,7 @@ fn handshake_completes() {
     assert_eq!(p.server.max_clients(), 4);
     assert!(p.server.is_connected(0));
     assert_eq!(p.server.client_id(0), Some(77));
-    assert_eq!(p.server.client_addr(0), Some(client_addr(0)));
+    assert_eq!(p.server.client_peer(0), Some(client_addr(0).into()));
     assert_eq!(
         p.server_events,
         vec![SEv::Connected {
@@ -243,7 +243,7 @@ fn server_disconnect_is_seen_by_client() {
     p.server
         .disconnect(0, &mut |to, b| out.push((to, b.to_vec())));
     assert_eq!(out.len(), 10);
-    assert!(out.iter().all(|(to, _)| *to == client_addr(c)));
+    assert!(out.iter().all(|(to, _)| to.addr == client_addr(c)));
     assert_eq!(p.server.connected_clients(), 0);
     for (_, b) in out {
         p.peers[c].inbox.push_back((server_addr(), b));

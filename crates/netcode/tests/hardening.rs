@@ -18,7 +18,7 @@ fn feed(s: &mut Server, now: Now, from: SocketAddr, bytes: &[u8]) -> (Vec<Vec<u8
     let mut evs = Vec::new();
     s.handle_packet(
         now,
-        from,
+        from.into(),
         bytes,
         &mut |_, b| out.push(b.to_vec()),
         &mut |e| evs.push(own_server_event(e)),

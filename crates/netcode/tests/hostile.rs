@@ -16,10 +16,10 @@ fn feed(s: &mut Server, now: Now, from: SocketAddr, bytes: &[u8]) -> (Vec<Vec<u8
     let mut evs = Vec::new();
     s.handle_packet(
         now,
-        from,
+        from.into(),
         bytes,
         &mut |to, b| {
-            assert_eq!(to, from, "replies go to the sender");
+            assert_eq!(to, from.into(), "replies go to the sender");
             assert!(
                 b.len() <= bytes.len(),
                 "reply {} > request {}",

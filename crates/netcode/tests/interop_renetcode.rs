@@ -134,7 +134,7 @@ fn renetcode_client_connects_to_our_server() {
             let packet = packet.to_vec();
             server.handle_packet(
                 now,
-                client_addr(),
+                client_addr().into(),
                 &packet,
                 &mut |_, b| to_client.push(b.to_vec()),
                 &mut |e| match e {
@@ -166,7 +166,7 @@ fn renetcode_client_connects_to_our_server() {
             let packet = packet.to_vec();
             server.handle_packet(
                 now,
-                client_addr(),
+                client_addr().into(),
                 &packet,
                 &mut |_, b| to_client.push(b.to_vec()),
                 &mut |e| {
@@ -195,7 +195,7 @@ fn renetcode_client_connects_to_our_server() {
     let mut reason = None;
     server.handle_packet(
         now_at(ms),
-        client_addr(),
+        client_addr().into(),
         &packet,
         &mut |_, _| {},
         &mut |e| {

@@ -30,7 +30,7 @@ fn token_for_an_added_address_is_accepted() {
     let mut replies = 0;
     server.handle_packet(
         now,
-        client_addr(0),
+        client_addr(0).into(),
         &request,
         &mut |_, _| replies += 1,
         &mut |_| {},
@@ -45,7 +45,7 @@ fn token_for_an_added_address_is_accepted() {
     assert!(server.add_public_addr(allocated), "adding twice is fine");
     server.handle_packet(
         now,
-        client_addr(0),
+        client_addr(0).into(),
         &request,
         &mut |_, b| {
             assert!(

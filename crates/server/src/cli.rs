@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Most connected clients, 1..=16384 [server.max_players, default 2048].
     #[arg(long, value_name = "N")]
     pub max_players: Option<String>,
+    /// Most TCP/WebSocket connections, 0..=100000; 0 turns stream transports off
+    /// [server.max_connections, default 4096].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
     /// 32-byte connect-token key, created (0600) when missing [auth.key_file].
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<String>,

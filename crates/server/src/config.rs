@@ -103,6 +103,12 @@ pub struct ServerConfig {
     pub drain_grace_secs: u32,
     /// The game to serve, by name (`--list-games`); `None`: the binary's first game.
     pub game: Option<String>,
+    /// Most stream connections (TCP and WebSocket) open at once, 0..=100000; 0 turns the
+    /// stream transports off (no TCP listener). Connections beyond it are closed at accept.
+    pub max_connections: usize,
+    /// How long a stream connection may stay open without completing the netcode handshake,
+    /// 100..=60000 ms; then it is closed (`auth_timeout`).
+    pub auth_timeout_ms: u32,
 }
 
 impl ServerConfig {
@@ -119,6 +125,11 @@ impl ServerConfig {
     pub fn advertised_addr(&self, bound: SocketAddr) -> SocketAddr {
         self.public_addr
             .unwrap_or_else(|| loopback_for_unspecified(bound))
+    }
+
+    /// `auth_timeout_ms` as a `Duration`.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.auth_timeout_ms))
     }
 
     /// `tick_ms` as a `Duration`.
@@ -163,6 +174,9 @@ pub struct IoConfig {
     pub fallback: IoFallback,
     /// Send slab slots (datagrams queued between flushes), 256..=1_000_000.
     pub send_queue: usize,
+    /// Bound of each stream connection's send buffer in bytes, 4096..=16777216. A client
+    /// whose buffer cannot take the next packet is disconnected as a slow reader.
+    pub stream_send_bytes: usize,
 }
 
 impl IoConfig {
@@ -309,6 +323,8 @@ impl Default for Config {
                 name: "Tickwire".to_owned(),
                 drain_grace_secs: 0,
                 game: None,
+                max_connections: 4096,
+                auth_timeout_ms: 5000,
             },
             metrics: MetricsConfig {
                 bind: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -319,6 +335,7 @@ impl Default for Config {
                 timeout_ms: 16,
                 fallback: IoFallback::Blocking,
                 send_queue: 8192,
+                stream_send_bytes: 64 * 1024,
             },
             auth: AuthConfig {
                 key_file: PathBuf::from("tickwire.key"),
@@ -413,12 +430,20 @@ pub const KEYS: &[KeyInfo] = &[
         "server.drain_grace_secs",
         Some("drain-grace-secs"),
     ),
+    key(
+        "server",
+        "max_connections",
+        "server.max_connections",
+        Some("max-connections"),
+    ),
+    key("server", "auth_timeout_ms", "server.auth_timeout_ms", None),
     key("metrics", "bind", "metrics.bind", Some("metrics-bind")),
     key("io", "model", "io.model", Some("io-model")),
     key("io", "max_events", "io.max_events", Some("max-events")),
     key("io", "timeout_ms", "io.timeout_ms", Some("timeout-ms")),
     key("io", "fallback", "io.fallback", Some("io-fallback")),
     key("io", "send_queue", "io.send_queue", None),
+    key("io", "stream_send_bytes", "io.stream_send_bytes", None),
     key("auth", "key_file", "auth.key_file", Some("key-file")),
     key(
         "auth",
@@ -470,6 +495,7 @@ fn cli_value<'a>(args: &'a ServeArgs, flag: &str) -> Option<&'a str> {
         "public-addr" => &args.public_addr,
         "tick-ms" => &args.tick_ms,
         "max-players" => &args.max_players,
+        "max-connections" => &args.max_connections,
         "metrics-bind" => &args.metrics_bind,
         "io-model" => &args.io_model,
         "max-events" => &args.max_events,
@@ -799,6 +825,12 @@ pub fn load_with_env(
                 Ok(Some(s.to_owned()))
             }
         }),
+        max_connections: r.get("server.max_connections", d.server.max_connections, |raw| {
+            ranged(raw, 0, 100_000)
+        }),
+        auth_timeout_ms: r.get("server.auth_timeout_ms", d.server.auth_timeout_ms, |raw| {
+            ranged(raw, 100, 60_000)
+        }),
     };
     let metrics = MetricsConfig {
         bind: r.get("metrics.bind", d.metrics.bind, parse_metrics_bind),
@@ -816,6 +848,9 @@ pub fn load_with_env(
         }),
         send_queue: r.get("io.send_queue", d.io.send_queue, |raw| {
             ranged(raw, 256, 1_000_000)
+        }),
+        stream_send_bytes: r.get("io.stream_send_bytes", d.io.stream_send_bytes, |raw| {
+            ranged(raw, 4096, 16 * 1024 * 1024)
         }),
     };
     let auth = AuthConfig {
@@ -1339,6 +1374,8 @@ impl fmt::Display for Config {
         line(f, "server.max_players", s.max_players.to_string())?;
         line(f, "server.name", quoted(&s.name))?;
         line(f, "server.drain_grace_secs", s.drain_grace_secs.to_string())?;
+        line(f, "server.max_connections", s.max_connections.to_string())?;
+        line(f, "server.auth_timeout_ms", s.auth_timeout_ms.to_string())?;
         match &s.game {
             Some(g) => line(f, "server.game", quoted(g))?,
             None => writeln!(f, "# game: not set (the binary's first game; --list-games)")?,
@@ -1358,6 +1395,7 @@ impl fmt::Display for Config {
         line(f, "io.timeout_ms", io.timeout_ms.to_string())?;
         line(f, "io.fallback", quoted(io.fallback.as_str()))?;
         line(f, "io.send_queue", io.send_queue.to_string())?;
+        line(f, "io.stream_send_bytes", io.stream_send_bytes.to_string())?;
 
         writeln!(f, "\n[auth]")?;
         line(

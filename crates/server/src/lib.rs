@@ -23,6 +23,7 @@ mod http;
 mod keyfile;
 mod logging;
 mod metrics;
+mod net;
 mod run;
 mod signals;
 
@@ -175,10 +176,8 @@ fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
         }
     };
 
-    let mut backend = open_backend(&cfg)?;
-    let sock = backend
-        .bind(cfg.server.bind)
-        .with_context(|| format!("server.bind = {}: cannot bind UDP", cfg.server.bind))?;
+    log_fd_limit();
+    let (backend, sock, listener) = open_game_port(&cfg)?;
     let bound = backend.local_addr(sock)?;
     // Tokens must name this server. With an explicit public address, only it is accepted;
     // otherwise a wildcard bind accepts tokens naming any address on the bound port.
@@ -228,6 +227,8 @@ fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
         game_addr = %bound,
         advertised_addr = %cfg.server.advertised_addr(bound),
         backend = backend.model().as_str(),
+        streams = if listener.is_some() { "tcp+ws" } else { "off" },
+        max_connections = cfg.server.max_connections,
         tick_ms = cfg.server.tick_ms,
         max_players = cfg.server.max_players,
         protocol_id = format_args!("{:#x}", cfg.auth.protocol_id),
@@ -249,9 +250,15 @@ fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
         agones
     });
 
-    let summary = run::run(run::RunParams {
+    let net = net::Net::new(
         backend,
         sock,
+        net::StreamLimits {
+            auth_timeout: cfg.server.auth_timeout(),
+        },
+    );
+    let summary = run::run(run::RunParams {
+        net,
         server,
         tick: cfg.server.tick(),
         timeout: cfg.io.timeout(),
@@ -279,11 +286,68 @@ fn random_u64() -> anyhow::Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// Opens the backend and binds the game port: UDP, and (unless `server.max_connections` is 0)
+/// the same port number over TCP for the stream transports. With port 0 the kernel picks the
+/// UDP port and TCP takes the same number; if TCP cannot have it, the whole attempt is
+/// retried on a new port (a few times).
+fn open_game_port(
+    cfg: &config::Config,
+) -> anyhow::Result<(
+    Box<dyn Backend>,
+    tickwire_io::SocketId,
+    Option<tickwire_io::SocketId>,
+)> {
+    const ATTEMPTS: usize = 8;
+    let bind = cfg.server.bind;
+    for attempt in 1..=ATTEMPTS {
+        let mut backend = open_backend(cfg)?;
+        let sock = backend
+            .bind(bind)
+            .with_context(|| format!("server.bind = {bind}: cannot bind UDP"))?;
+        if cfg.server.max_connections == 0 {
+            return Ok((backend, sock, None));
+        }
+        let udp = backend.local_addr(sock)?;
+        let tcp = SocketAddr::new(bind.ip(), udp.port());
+        match backend.listen(tcp) {
+            Ok(listener) => return Ok((backend, sock, Some(listener))),
+            Err(e) if bind.port() == 0 && attempt < ATTEMPTS => {
+                tracing::debug!(%tcp, error = %e, "TCP port taken; binding another port");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "server.bind = {bind}: cannot listen on TCP {tcp} for the stream transports \
+                     (set server.max_connections = 0 to serve UDP only)"
+                )))
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Raises the descriptor limit to its hard limit (each stream connection is a descriptor) and
+/// logs the result.
+fn log_fd_limit() {
+    match tickwire_io::raise_fd_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                from = before,
+                to = after,
+                "raised the open-file limit (RLIMIT_NOFILE)"
+            )
+        }
+        Ok((_, now)) => tracing::info!(limit = now, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 /// Opens the configured I/O model: one attempt, then the configured fallback, logging why.
 fn open_backend(cfg: &config::Config) -> anyhow::Result<Box<dyn Backend>> {
     let io_cfg = tickwire_io::Config {
         max_events: cfg.io.max_events,
         send_queue: cfg.io.send_queue,
+        stream_send_bytes: cfg.io.stream_send_bytes,
+        max_connections: cfg.server.max_connections.max(1),
         ..tickwire_io::Config::default()
     };
     let model = cfg.io.model;

@@ -75,8 +75,27 @@ pub const LATE_AFTER_DISCONNECT: &str = "packets_late_after_disconnect_total";
 /// Gauge (always 1), labels `version`, `backend`.
 pub const BUILD_INFO: &str = "build_info";
 
-/// The only transport label value in this release.
+/// Gauge, label `transport`: connected players by transport (`udp`, `tcp`, `ws`).
+pub const PLAYERS_BY_TRANSPORT: &str = "players_by_transport";
+/// Counter: stream connections (TCP and WebSocket) accepted on the game port.
+pub const STREAM_ACCEPTED: &str = "stream_connections_accepted_total";
+/// Counter, label `reason`: stream connections closed (see docs/operations.md for reasons).
+pub const STREAM_CLOSED: &str = "stream_connections_closed_total";
+/// Gauge: stream connections open.
+pub const STREAM_OPEN: &str = "stream_connections_open";
+/// Counter: times the listener shed a connection because the process ran out of descriptors
+/// (EMFILE/ENFILE): accepted with the reserve descriptor and closed, never a busy loop.
+pub const STREAM_ACCEPTS_SHED: &str = "stream_accepts_shed_total";
+/// Gauge (bytes): bytes queued in stream connections' send buffers, not yet taken by the
+/// kernel.
+pub const STREAM_SEND_QUEUED_BYTES: &str = "stream_send_queued_bytes";
+
+/// Transport label: UDP datagrams.
 pub const TRANSPORT_UDP: &str = "udp";
+/// Transport label: length-prefixed netcode packets over TCP.
+pub const TRANSPORT_TCP: &str = "tcp";
+/// Transport label: netcode packets as WebSocket binary messages.
+pub const TRANSPORT_WS: &str = "ws";
 
 /// Buckets (ms) for `io_wait_duration_ms`: sub-millisecond resolution up to a tick, then coarse.
 pub const IO_WAIT_BUCKETS_MS: &[f64] = &[
@@ -154,6 +173,32 @@ pub fn describe_all() {
         LATE_AFTER_DISCONNECT,
         Unit::Count,
         "Packets from an address whose session just ended cleanly (redundant disconnect copies)"
+    );
+    describe_gauge!(
+        PLAYERS_BY_TRANSPORT,
+        Unit::Count,
+        "Connected players by transport (udp, tcp, ws)"
+    );
+    describe_counter!(
+        STREAM_ACCEPTED,
+        Unit::Count,
+        "Stream connections (TCP and WebSocket) accepted on the game port"
+    );
+    describe_counter!(
+        STREAM_CLOSED,
+        Unit::Count,
+        "Stream connections closed, by reason"
+    );
+    describe_gauge!(STREAM_OPEN, Unit::Count, "Stream connections open");
+    describe_counter!(
+        STREAM_ACCEPTS_SHED,
+        Unit::Count,
+        "Connections shed at accept because the process ran out of file descriptors"
+    );
+    describe_gauge!(
+        STREAM_SEND_QUEUED_BYTES,
+        Unit::Bytes,
+        "Bytes queued in stream connections' send buffers, not yet taken by the kernel"
     );
     describe_counter!(
         IO_EVENTS_PROCESSED,

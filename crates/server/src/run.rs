@@ -17,27 +17,25 @@
 //! This is the only place that reads the clock; the core gets it as [`Now`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use tickwire_core::{ByeReason, DenyReason, DropReason, GameServer, Now, ServerStats};
-use tickwire_io::{on_datagrams, Backend, SocketId};
 
 use crate::admin::Health;
 use crate::metrics as m;
+use crate::net::{CloseWhy, Net};
 
 /// Test hook: names a file whose existence stalls the tick loop.
 pub const STALL_FILE_ENV: &str = "TICKWIRE_TEST_STALL_FILE";
 
 /// Everything the loop needs, built and validated by `main`.
 pub struct RunParams {
-    /// The opened backend (after model choice and fallback).
-    pub backend: Box<dyn Backend>,
-    /// The bound game socket inside `backend`.
-    pub sock: SocketId,
+    /// The transports: the opened backend (after model choice and fallback) with the bound
+    /// UDP game socket and, when stream transports are on, the TCP listener.
+    pub(crate) net: Net,
     /// The server, built from the config.
     pub server: GameServer,
     /// The fixed tick.
@@ -97,6 +95,42 @@ struct LoopMetrics {
     events_backlog: Counter,
     messages_received: Counter,
     late_after_disconnect: Counter,
+    players_udp: Gauge,
+    players_tcp: Gauge,
+    players_ws: Gauge,
+    tcp: TransportMetrics,
+    ws: TransportMetrics,
+    stream_accepted: Counter,
+    stream_open: Gauge,
+    stream_shed: Counter,
+    stream_queued: Gauge,
+}
+
+/// Packet and byte counters of one stream transport.
+struct TransportMetrics {
+    packets_in: Counter,
+    packets_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+impl TransportMetrics {
+    fn new(transport: &'static str) -> Self {
+        TransportMetrics {
+            packets_in: counter!(m::PACKETS_RECEIVED, "transport" => transport),
+            packets_out: counter!(m::PACKETS_SENT, "transport" => transport),
+            bytes_in: counter!(m::BYTES_RECEIVED, "transport" => transport),
+            bytes_out: counter!(m::BYTES_SENT, "transport" => transport),
+        }
+    }
+
+    fn export(&self, now: &crate::net::TransportCounts, prev: &crate::net::TransportCounts) {
+        self.packets_in.increment(now.packets_in - prev.packets_in);
+        self.packets_out
+            .increment(now.packets_out - prev.packets_out);
+        self.bytes_in.increment(now.bytes_in - prev.bytes_in);
+        self.bytes_out.increment(now.bytes_out - prev.bytes_out);
+    }
 }
 
 impl LoopMetrics {
@@ -140,6 +174,15 @@ impl LoopMetrics {
             events_backlog: counter!(m::GAME_EVENTS, "result" => "backlog"),
             messages_received: counter!(m::GAME_MESSAGES_RECEIVED),
             late_after_disconnect: counter!(m::LATE_AFTER_DISCONNECT),
+            players_udp: gauge!(m::PLAYERS_BY_TRANSPORT, "transport" => m::TRANSPORT_UDP),
+            players_tcp: gauge!(m::PLAYERS_BY_TRANSPORT, "transport" => m::TRANSPORT_TCP),
+            players_ws: gauge!(m::PLAYERS_BY_TRANSPORT, "transport" => m::TRANSPORT_WS),
+            tcp: TransportMetrics::new(m::TRANSPORT_TCP),
+            ws: TransportMetrics::new(m::TRANSPORT_WS),
+            stream_accepted: counter!(m::STREAM_ACCEPTED),
+            stream_open: gauge!(m::STREAM_OPEN),
+            stream_shed: counter!(m::STREAM_ACCEPTS_SHED),
+            stream_queued: gauge!(m::STREAM_SEND_QUEUED_BYTES),
         }
     }
 }
@@ -150,53 +193,7 @@ struct Exported {
     netcode: ServerStats,
     core: tickwire_core::CoreStats,
     io: tickwire_io::IoStats,
-}
-
-/// Replies produced while the backend is busy delivering datagrams (handshakes), queued here
-/// and handed to the backend after `poll` returns. Bounded: beyond `MAX_ITEMS` replies in one
-/// poll, the rest are dropped (the client resends its handshake).
-struct Outbox {
-    bytes: Vec<u8>,
-    items: Vec<(SocketAddr, usize, usize)>,
-    dropped: u64,
-}
-
-impl Outbox {
-    const MAX_ITEMS: usize = 4096;
-    const MAX_BYTES: usize = 4096 * 1500;
-
-    fn new() -> Self {
-        Outbox {
-            bytes: Vec::with_capacity(64 * 1024),
-            items: Vec::with_capacity(256),
-            dropped: 0,
-        }
-    }
-
-    fn push(&mut self, to: SocketAddr, data: &[u8]) {
-        if self.items.len() >= Self::MAX_ITEMS || self.bytes.len() + data.len() > Self::MAX_BYTES {
-            self.dropped += 1;
-            return;
-        }
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        self.items.push((to, start, data.len()));
-    }
-
-    fn drain_into(&mut self, backend: &mut dyn Backend, sock: SocketId) -> u64 {
-        let mut failed = 0;
-        for &(to, start, len) in &self.items {
-            if backend
-                .send(sock, to, &self.bytes[start..start + len])
-                .is_err()
-            {
-                failed += 1;
-            }
-        }
-        self.items.clear();
-        self.bytes.clear();
-        failed
-    }
+    net: crate::net::NetStats,
 }
 
 /// Clock for the sans-IO core: monotonic since start, wall time derived from it (so a wall
@@ -234,8 +231,7 @@ fn ms(d: Duration) -> f64 {
 /// Runs the server until `shutdown` is set, then tells every client and returns.
 pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
     let RunParams {
-        mut backend,
-        sock,
+        mut net,
         mut server,
         tick,
         timeout,
@@ -245,13 +241,13 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         health,
         agones,
     } = params;
-    let backend_name = backend.model().as_str();
+    let backend_name = net.backend().model().as_str();
     health.set_backend(backend_name);
 
     let metrics = LoopMetrics::new(backend_name, server.max_players());
     let mut exported = Exported::default();
-    let mut outbox = Outbox::new();
     let clock = Clock::new();
+    let at = |i: Instant| clock.at(i);
     let mut summary = RunSummary::default();
     let t0 = Instant::now();
     let half_tick = tick / 2;
@@ -283,15 +279,14 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
                     );
                     health.set_accepting(false);
                     server.set_accepting(false);
-                    let backend_ref = backend.as_mut();
                     server.broadcast_bye(
                         clock.at(Instant::now()),
                         ByeReason::Draining,
                         &mut |to, bytes| {
-                            let _ = backend_ref.send(sock, to, bytes);
+                            net.send(to, bytes);
                         },
                     );
-                    backend.flush()?;
+                    net.backend_mut().flush()?;
                     // Decide again at once: with nobody connected the drain is already over.
                 }
                 DrainStep::Finish(why) => {
@@ -312,38 +307,37 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             }
         }
         let deadline = t0 + tick_at(k);
-        // Between ticks: sleep to the next drain point, then take everything queued. Inputs
-        // only matter at the tick, so the loop does not wake for every datagram: it drains at
-        // most every `timeout` and at least twice a tick (half-way, so handshakes are answered
-        // within half a tick, and at the deadline). The kernel's socket buffer holds what
-        // arrives meanwhile (see docs/operations.md on net.core.rmem_max).
+        // Between ticks: wait in the backend until something arrives or the next drain
+        // point, then take everything queued. Inputs only matter at the tick, so the loop
+        // does not handle every datagram as it comes: an arrival ends the wait, what arrived is
+        // handled, and the rest of the interval is slept (coalescing), so the loop wakes at
+        // most twice per drain point however busy the port is. It drains at most every
+        // `timeout` and at least twice a tick (half-way, so handshakes are answered within
+        // half a tick, and at the deadline). The kernel's socket buffers hold what arrives
+        // meanwhile (see docs/operations.md on net.core.rmem_max).
         let woke = loop {
             let now = Instant::now();
             if drain.interrupts_wait(shutdown.load(Ordering::Relaxed)) {
                 break now;
             }
             let until = deadline.min(now + timeout.min(half_tick));
-            let slept = until > now;
-            if slept {
-                std::thread::sleep(until - now);
+            let mut wait_events = 0;
+            if until > now {
+                let (waited, events) = net.wait(until, &mut server, &at)?;
+                // Only real waits are samples: with io.timeout_ms = 0 the loop never waits,
+                // and a sample per spin would flood the histogram between upkeeps.
+                metrics.io_wait_ms.record(ms(waited));
+                wait_events = events;
+                metrics.io_events.increment(events as u64);
+                let rest = until.saturating_duration_since(Instant::now());
+                if !rest.is_zero() && !drain.interrupts_wait(shutdown.load(Ordering::Relaxed)) {
+                    std::thread::sleep(rest);
+                }
             }
             let woke = Instant::now();
-            // Only real waits are samples: with io.timeout_ms = 0 the loop never sleeps, and a
-            // sample per spin would flood the histogram between upkeeps.
-            if slept {
-                metrics.io_wait_ms.record(ms(woke - now));
-            }
-            let events = service(
-                backend.as_mut(),
-                sock,
-                &mut server,
-                &mut outbox,
-                &clock,
-                &metrics,
-                max_events,
-            )?;
+            let events = service(&mut net, &mut server, &at, &metrics, max_events)?;
             tracing::debug!(
-                events_count = events,
+                events_count = events + wait_events,
                 wait_time_ms = ms(woke - now),
                 "io wait"
             );
@@ -362,33 +356,18 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         metrics
             .tick_lateness_ms
             .record(ms(started.saturating_duration_since(deadline)));
-        let mut refused = 0u64;
-        {
-            let backend = backend.as_mut();
-            server.tick(clock.at(started), &mut |to, bytes| {
-                if backend.send(sock, to, bytes).is_err() {
-                    refused += 1;
-                }
-            });
-        }
-        let flush = backend.flush()?;
+        server.tick(clock.at(started), &mut |to, bytes| {
+            net.send(to, bytes);
+        });
+        net.upkeep(&mut server, clock.at(started));
+        let flush = net.backend_mut().flush()?;
         // Hand the batch to the kernel now (completion backends submit on poll) and answer
         // whatever arrived during the tick.
-        service(
-            backend.as_mut(),
-            sock,
-            &mut server,
-            &mut outbox,
-            &clock,
-            &metrics,
-            max_events,
-        )?;
+        service(&mut net, &mut server, &at, &metrics, max_events)?;
         let finished = Instant::now();
         metrics.tick_duration_ms.record(ms(finished - started));
         metrics.ticks.increment(1);
-        metrics
-            .io_send_failed
-            .increment(refused + flush.failed as u64);
+        metrics.io_send_failed.increment(flush.failed as u64);
         summary.ticks += 1;
         health.tick_completed(finished);
         health.set_players(server.players() as u64);
@@ -400,13 +379,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
                 }
             }
         }
-        export(
-            &metrics,
-            &mut exported,
-            &server,
-            backend.as_ref(),
-            &mut outbox,
-        );
+        export(&metrics, &mut exported, &server, &mut net);
         log_refused(&mut server);
 
         // Next deadline; skip ahead past any we already missed.
@@ -427,34 +400,29 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
         // Bye first, the disconnect packets two ticks later: a standard netcode client drops
         // its receive queue when the disconnect arrives, so a Bye sent in the same instant
         // would often never reach the game.
-        let backend_ref = backend.as_mut();
         server.broadcast_bye(
             clock.at(Instant::now()),
             ByeReason::ServerShutdown,
             &mut |to, bytes| {
-                let _ = backend_ref.send(sock, to, bytes);
+                net.send(to, bytes);
             },
         );
-        backend.flush()?;
+        net.backend_mut().flush()?;
         // Send it now, then take what clients sent meanwhile once more before disconnecting.
         for pause in [Duration::ZERO, 2 * tick] {
             std::thread::sleep(pause);
-            service(
-                backend.as_mut(),
-                sock,
-                &mut server,
-                &mut outbox,
-                &clock,
-                &metrics,
-                max_events,
-            )?;
+            service(&mut net, &mut server, &at, &metrics, max_events)?;
         }
     }
-    let backend_ref = backend.as_mut();
     server.shutdown(&mut |to, bytes| {
-        let _ = backend_ref.send(sock, to, bytes);
+        net.send(to, bytes);
     });
-    backend.flush()?;
+    net.backend_mut().flush()?;
+    // Streams: what was just queued (the disconnect packets) is written as the connections
+    // close, as far as the kernel takes it at once.
+    net.close_all(&mut server, clock.at(Instant::now()));
+    // io_uring submits on poll: hand the last sends and closes to the kernel.
+    net.backend_mut().poll(Instant::now(), &mut |_| {})?;
     if let Some(rec) = server.stop_recording() {
         match rec.error() {
             Some(e) => tracing::error!(error = %e, "recording failed part-way; it ends early"),
@@ -465,13 +433,7 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             ),
         }
     }
-    export(
-        &metrics,
-        &mut exported,
-        &server,
-        backend.as_ref(),
-        &mut outbox,
-    );
+    export(&metrics, &mut exported, &server, &mut net);
     if let Some(agones) = agones {
         // Last: Shutdown makes Agones delete the pod (and send SIGTERM again).
         agones.set_players(0);
@@ -551,70 +513,56 @@ impl Drain {
 }
 
 /// One non-blocking pass over the backend: deliver what is queued, send the replies.
-/// Returns the I/O events handled.
 fn service(
-    backend: &mut dyn Backend,
-    sock: SocketId,
+    net: &mut Net,
     server: &mut GameServer,
-    outbox: &mut Outbox,
-    clock: &Clock,
+    at: &dyn Fn(Instant) -> Now,
     metrics: &LoopMetrics,
     max_events: usize,
 ) -> io::Result<usize> {
-    let events = drain(backend, server, outbox, clock, max_events)?;
+    let events = net.drain(server, at, max_events)?;
     metrics.io_events.increment(events as u64);
-    if !outbox.items.is_empty() {
-        let failed = outbox.drain_into(backend, sock);
-        metrics.io_send_failed.increment(failed);
-        backend.flush()?;
-    }
-    Ok(events)
-}
-
-/// Takes every datagram queued on the backend without blocking, in polls of up to
-/// `max_events`; stops when a poll comes back short (the queue is empty) or after
-/// `MAX_DRAIN_POLLS` polls, leaving the rest for the next drain. Returns the events handled.
-fn drain(
-    backend: &mut dyn Backend,
-    server: &mut GameServer,
-    outbox: &mut Outbox,
-    clock: &Clock,
-    max_events: usize,
-) -> io::Result<usize> {
-    const MAX_DRAIN_POLLS: usize = 16;
-    let mut events = 0;
-    let past = Instant::now();
-    for _ in 0..MAX_DRAIN_POLLS {
-        let now = clock.at(Instant::now());
-        let report = backend.poll(
-            past,
-            &mut on_datagrams(|_sock, peer, bytes| {
-                server.handle_datagram(now, peer, bytes, &mut |to, reply| outbox.push(to, reply));
-            }),
-        )?;
-        events += report.events;
-        if report.datagrams < max_events {
-            break;
-        }
-    }
+    net.backend_mut().flush()?;
     Ok(events)
 }
 
 /// Exports what changed since the last call (counters only ever go up).
-fn export(
-    m: &LoopMetrics,
-    prev: &mut Exported,
-    server: &GameServer,
-    backend: &dyn Backend,
-    outbox: &mut Outbox,
-) {
+fn export(m: &LoopMetrics, prev: &mut Exported, server: &GameServer, net: &mut Net) {
     let n = server.netcode_stats();
     let p = &prev.netcode;
     let p_late = p.late_after_disconnect;
-    m.packets_in.increment(n.packets_in - p.packets_in);
-    m.packets_out.increment(n.packets_out - p.packets_out);
-    m.bytes_in.increment(n.bytes_in - p.bytes_in);
-    m.bytes_out.increment(n.bytes_out - p.bytes_out);
+    // netcode counts packets of every transport; the stream transports count their own, and
+    // UDP is the rest.
+    let ns = *net.stats();
+    let (t, w, pt, pw) = (ns.tcp, ns.ws, prev.net.tcp, prev.net.ws);
+    let streams_now = |f: fn(&crate::net::TransportCounts) -> u64| f(&t) + f(&w);
+    let streams_prev = |f: fn(&crate::net::TransportCounts) -> u64| f(&pt) + f(&pw);
+    m.packets_in.increment(
+        (n.packets_in - p.packets_in)
+            .saturating_sub(streams_now(|c| c.packets_in) - streams_prev(|c| c.packets_in)),
+    );
+    m.packets_out.increment(
+        (n.packets_out - p.packets_out)
+            .saturating_sub(streams_now(|c| c.packets_out) - streams_prev(|c| c.packets_out)),
+    );
+    m.bytes_in.increment(
+        (n.bytes_in - p.bytes_in)
+            .saturating_sub(streams_now(|c| c.bytes_in) - streams_prev(|c| c.bytes_in)),
+    );
+    m.bytes_out.increment(
+        (n.bytes_out - p.bytes_out)
+            .saturating_sub(streams_now(|c| c.bytes_out) - streams_prev(|c| c.bytes_out)),
+    );
+    m.tcp.export(&t, &pt);
+    m.ws.export(&w, &pw);
+    m.stream_accepted.increment(ns.accepted - prev.net.accepted);
+    m.io_send_failed.increment(
+        (ns.send_failed - prev.net.send_failed) + (ns.outbox_dropped - prev.net.outbox_dropped),
+    );
+    prev.net = ns;
+    net.take_closed(&mut |why: CloseWhy, count| {
+        counter!(m::STREAM_CLOSED, "reason" => why.as_str()).increment(count);
+    });
     m.connects.increment(n.connects - p.connects);
     m.disconnects.increment(n.disconnects - p.disconnects);
     for (i, c) in m.drops.iter().enumerate() {
@@ -635,7 +583,7 @@ fn export(
     m.payloads_malformed
         .increment(c.payloads_malformed - prev.core.payloads_malformed);
     m.io_send_failed
-        .increment(c.sends_failed - prev.core.sends_failed + outbox.dropped);
+        .increment(c.sends_failed - prev.core.sends_failed);
     m.queries_answered
         .increment(c.queries_answered - prev.core.queries_answered);
     let limited = c.queries_rate_limited - prev.core.queries_rate_limited;
@@ -662,14 +610,41 @@ fn export(
         .increment(c.messages_received - prev.core.messages_received);
     m.late_after_disconnect
         .increment(n.late_after_disconnect - p_late);
-    outbox.dropped = 0;
     prev.core = *c;
 
+    let backend = net.backend();
     let io = backend.stats();
     m.io_truncated.increment(io.truncated - prev.io.truncated);
+    m.stream_shed
+        .increment(io.accepts_shed - prev.io.accepts_shed);
+    // Closed by the backend before the loop saw them: over the limit, or a descriptor select
+    // cannot wait on.
+    for (reason, now, before) in [
+        (
+            "over_limit",
+            io.accepts_over_limit,
+            prev.io.accepts_over_limit,
+        ),
+        ("fd_too_high", io.accepts_refused, prev.io.accepts_refused),
+        ("shed", io.accepts_shed, prev.io.accepts_shed),
+    ] {
+        if now > before {
+            counter!(m::STREAM_CLOSED, "reason" => reason).increment(now - before);
+        }
+    }
+    m.stream_queued.set(backend.stream_queued() as f64);
     prev.io = io;
 
+    let census = net.census();
     m.players.set(server.players() as f64);
+    m.players_tcp.set(census.tcp_players as f64);
+    m.players_ws.set(census.ws_players as f64);
+    m.players_udp.set(
+        server
+            .players()
+            .saturating_sub(census.tcp_players + census.ws_players) as f64,
+    );
+    m.stream_open.set(census.open as f64);
 }
 
 /// Logs the newest game event the core refused (at most one line per export, so a game

@@ -63,7 +63,7 @@ fn setup() -> Server {
             let mut to_client = Vec::new();
             server.handle_packet(
                 t,
-                addr(50000),
+                addr(50000).into(),
                 &p,
                 &mut |_, b| to_client.push(b.to_vec()),
                 &mut |_| {},
@@ -78,7 +78,7 @@ fn setup() -> Server {
                     &mut |_| {},
                 );
                 for r in back {
-                    server.handle_packet(t, addr(50000), &r, &mut |_, _| {}, &mut |_| {});
+                    server.handle_packet(t, addr(50000).into(), &r, &mut |_, _| {}, &mut |_| {});
                 }
             }
         }
@@ -103,7 +103,7 @@ fn setup() -> Server {
     .expect("request");
     server.handle_packet(
         now(200),
-        addr(50001),
+        addr(50001).into(),
         &req[..n],
         &mut |_, _| {},
         &mut |_| {},
@@ -117,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
     let mut t = 300u64;
     while rest.len() >= 3 {
         let mode = rest[0];
-        let from = addr(50000 + (rest[1] % 3) as u16);
+        // The same three addresses on the datagram link or on one stream link: sessions key on both.
+        let from = tickwire_netcode::Peer {
+            addr: addr(50000 + (rest[1] % 3) as u16),
+            link: u64::from((rest[1] >> 4) & 1),
+        };
         let len = (rest[2] as usize * 8).min(rest.len() - 3);
         let chunk = &rest[3..3 + len];
         rest = &rest[3 + len..];

@@ -185,10 +185,10 @@ fuzz_target!(|data: &[u8]| {
             8 => {
                 let len = usize::from(input.u8()) * 5;
                 let b = input.bytes(len);
-                let slot_addr = server.client_addr(who);
+                let slot_addr = server.client_peer(who).map(|p| p.addr);
                 let mut out = Vec::new();
                 let r = server.send_payload(now, who, b, &mut |to, p| {
-                    assert_eq!(Some(to), slot_addr);
+                    assert_eq!(Some(to.addr), slot_addr);
                     out.push(p.to_vec());
                 });
                 if let (Ok(()), Some(to)) = (r, slot_addr) {
@@ -263,10 +263,10 @@ fn feed(
     let mut events = Vec::new();
     server.handle_packet(
         now,
-        from,
+        from.into(),
         bytes,
         &mut |to, b| {
-            assert_eq!(to, from, "replies go to the sender");
+            assert_eq!(to, from.into(), "replies go to the sender");
             assert!(
                 b.len() <= bytes.len(),
                 "amplification: {} > {}",
@@ -280,10 +280,10 @@ fn feed(
                 ServerEvent::Connected {
                     client,
                     client_id,
-                    addr,
+                    peer,
                     ..
                 } => {
-                    assert_eq!(addr, from);
+                    assert_eq!(peer, from.into());
                     (0, client, client_id)
                 }
                 ServerEvent::Payload { client, data } => {
@@ -302,10 +302,10 @@ fn feed(
         match kind {
             0 => {
                 assert!(server.is_connected(client));
-                assert_eq!(server.client_addr(client), Some(from));
+                assert_eq!(server.client_peer(client).map(|p| p.addr), Some(from));
                 assert_eq!(server.client_id(client), Some(client_id));
             }
-            1 => assert_eq!(server.client_addr(client), Some(from)),
+            1 => assert_eq!(server.client_peer(client).map(|p| p.addr), Some(from)),
             _ => assert!(!server.is_connected(client)),
         }
     }
@@ -343,8 +343,8 @@ fn check(server: &Server) {
                 "client ids are unique"
             );
             assert_ne!(
-                server.client_addr(i),
-                server.client_addr(j),
+                server.client_peer(i).map(|p| p.addr),
+                server.client_peer(j).map(|p| p.addr),
                 "addresses are unique"
             );
         }

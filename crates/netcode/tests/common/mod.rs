@@ -120,12 +120,12 @@ pub fn own_server_event(e: ServerEvent<'_>) -> SEv {
         ServerEvent::Connected {
             client,
             client_id,
-            addr,
+            peer,
             user_data,
         } => SEv::Connected {
             client,
             client_id,
-            addr,
+            addr: peer.addr,
             user_data: user_data.to_vec(),
         },
         ServerEvent::Payload { client, data } => SEv::Payload {
@@ -215,7 +215,8 @@ impl Pair {
         i
     }
 
-    fn route_from_server(&mut self, to: SocketAddr, bytes: &[u8]) {
+    fn route_from_server(&mut self, to: tickwire_netcode::Peer, bytes: &[u8]) {
+        let to = to.addr;
         self.server_sent.push((to, bytes.len()));
         if self.block_s2c {
             return;
@@ -239,7 +240,7 @@ impl Pair {
                 let mut evs = Vec::new();
                 self.server.handle_packet(
                     self.now,
-                    from,
+                    from.into(),
                     &bytes,
                     &mut |to, b| {
                         assert!(b.len() <= bytes.len(), "reply larger than the request");
