@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tickwire_client::{GameClient, GameEvent, Now};
+use tickwire_stream::{ClientConn, Limits};
 use tickwire_netcode::{generate_connect_token, TokenParams, USER_DATA_BYTES};
 
 pub const PROTOCOL_ID: u64 = 0x7469_636b_7769_7265;
@@ -243,9 +244,164 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// One bot: a GameClient on its own non-blocking loopback socket.
+/// How a bot reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagrams on the game port.
+    Udp,
+    /// Length-prefixed packets on the game port's TCP listener.
+    Tcp,
+    /// WebSocket binary messages on the same listener.
+    Ws,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Ws];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// A bot's connection: its own UDP socket, or a TCP connection with the stream codec.
+pub enum Link {
+    Udp(UdpSocket),
+    Stream {
+        stream: TcpStream,
+        codec: ClientConn,
+        /// Framed bytes the socket has not taken yet.
+        out: Vec<u8>,
+        /// The server closed the connection (EOF, reset, or a close frame).
+        closed: bool,
+    },
+}
+
+impl Link {
+    /// Opens a link to the server's game port.
+    pub fn open(transport: Transport, server: SocketAddr) -> Link {
+        match transport {
+            Transport::Udp => {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.set_nonblocking(true).unwrap();
+                Link::Udp(socket)
+            }
+            Transport::Tcp | Transport::Ws => {
+                let stream = TcpStream::connect_timeout(&server, GUARD).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut out = Vec::new();
+                let codec = if transport == Transport::Tcp {
+                    ClientConn::tcp(Limits::default())
+                } else {
+                    let key = tickwire_stream::random_ws_key().unwrap();
+                    out.extend_from_slice(&tickwire_stream::ws_client_request(
+                        &server.to_string(),
+                        "/",
+                        key,
+                    ));
+                    ClientConn::websocket(key, Limits::default())
+                };
+                stream.set_nonblocking(true).unwrap();
+                let mut link = Link::Stream {
+                    stream,
+                    codec,
+                    out,
+                    closed: false,
+                };
+                link.push_out();
+                link
+            }
+        }
+    }
+
+    /// Sends one netcode packet (framed on streams; dropped before a WebSocket handshake is
+    /// done, as a datagram could be: netcode resends).
+    pub fn send(&mut self, to: SocketAddr, packet: &[u8]) {
+        match self {
+            Link::Udp(socket) => {
+                let _ = socket.send_to(packet, to);
+            }
+            Link::Stream { codec, out, .. } => {
+                if codec.encode(packet, out).is_ok() {
+                    self.push_out();
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes of the pending bytes.
+    pub fn push_out(&mut self) {
+        if let Link::Stream {
+            stream,
+            out,
+            closed,
+            ..
+        } = self
+        {
+            while !out.is_empty() && !*closed {
+                match stream.write(out) {
+                    Ok(0) => *closed = true,
+                    Ok(n) => {
+                        out.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => *closed = true,
+                }
+            }
+        }
+    }
+
+    /// Receives what arrived: whole packets, into `packets` (cleared first).
+    pub fn receive(&mut self, buf: &mut [u8], packets: &mut Vec<Vec<u8>>) {
+        packets.clear();
+        match self {
+            Link::Udp(socket) => {
+                while let Ok((len, _)) = socket.recv_from(buf) {
+                    packets.push(buf[..len].to_vec());
+                }
+            }
+            Link::Stream {
+                stream,
+                codec,
+                out,
+                closed,
+            } => {
+                while !*closed {
+                    match stream.read(buf) {
+                        Ok(0) => *closed = true,
+                        Ok(n) => {
+                            let mut reply = Vec::new();
+                            let r = codec.feed(&buf[..n], &mut reply, &mut |p| {
+                                packets.push(p.to_vec())
+                            });
+                            out.extend_from_slice(&reply);
+                            if r.is_err() {
+                                *closed = true;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => *closed = true,
+                    }
+                }
+                self.push_out();
+            }
+        }
+    }
+
+    /// Whether the server closed this stream (always false for UDP).
+    pub fn closed(&self) -> bool {
+        matches!(self, Link::Stream { closed: true, .. })
+    }
+}
+
+/// One bot: a GameClient on its own non-blocking loopback link.
 pub struct Bot {
-    pub socket: UdpSocket,
+    pub link: Link,
     pub client: GameClient,
     pub snapshots: u64,
     pub last_seq_sent: u32,
@@ -301,6 +457,7 @@ pub struct Swarm {
     pub bots: Vec<Bot>,
     start: Instant,
     buf: Vec<u8>,
+    server: SocketAddr,
 }
 
 impl Swarm {
@@ -311,15 +468,19 @@ impl Swarm {
     /// Bots with client ids `first_id..first_id + n` (netcode refuses a second session for
     /// a client id that is already connected).
     pub fn with_first_id(server: &ServerProc, n: usize, first_id: u64) -> Swarm {
+        Self::over(server, n, first_id, Transport::Udp)
+    }
+
+    /// Bots over `transport`, with client ids `first_id..first_id + n`.
+    pub fn over(server: &ServerProc, n: usize, first_id: u64, transport: Transport) -> Swarm {
         let start = Instant::now();
         let mut bots = Vec::with_capacity(n);
         for i in 0..n {
-            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-            socket.set_nonblocking(true).unwrap();
+            let link = Link::open(transport, server.game_addr);
             let token = server.token(first_id + i as u64);
             let client = GameClient::new(&token, now_since(start)).unwrap();
             bots.push(Bot {
-                socket,
+                link,
                 client,
                 snapshots: 0,
                 last_seq_sent: 0,
@@ -338,7 +499,8 @@ impl Swarm {
         Swarm {
             bots,
             start,
-            buf: vec![0; 2048],
+            buf: vec![0; 64 * 1024],
+            server: server.game_addr,
         }
     }
 
@@ -357,15 +519,16 @@ impl Swarm {
             if send_inputs {
                 next_input += Duration::from_millis(16);
             }
+            let server = self.server;
+            let mut packets = Vec::new();
             for (i, bot) in self.bots.iter_mut().enumerate() {
-                let socket = &bot.socket;
-                let mut tx = |to: SocketAddr, b: &[u8]| {
-                    let _ = socket.send_to(b, to);
-                };
-                while let Ok((len, from)) = socket.recv_from(&mut self.buf) {
+                bot.link.receive(&mut self.buf, &mut packets);
+                let link = &mut bot.link;
+                let mut tx = |to: SocketAddr, b: &[u8]| link.send(to, b);
+                for packet in &packets {
                     let mut events = Vec::new();
                     bot.client
-                        .handle_packet(now, from, &self.buf[..len], &mut tx, &mut |e| {
+                        .handle_packet(now, server, packet, &mut tx, &mut |e| {
                             events.push(e)
                         });
                     for e in events {
