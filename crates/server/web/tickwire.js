@@ -784,6 +784,7 @@ export function openWebSocket(url, tokenBytes, setup, onClose = () => {}, upkeep
   let client = null;
   let timer = null;
   let closed = false;
+  let opened = false;
   const finish = (reason) => {
     if (closed) return;
     closed = true;
@@ -791,6 +792,7 @@ export function openWebSocket(url, tokenBytes, setup, onClose = () => {}, upkeep
     onClose(reason);
   };
   socket.onopen = () => {
+    opened = true;
     client = new GameClient(tokenBytes, performance.now(), send);
     setup(client);
     client.update(performance.now()); // the first request goes out at once
@@ -801,7 +803,7 @@ export function openWebSocket(url, tokenBytes, setup, onClose = () => {}, upkeep
       client.handlePacket(new Uint8Array(event.data), performance.now());
     }
   };
-  socket.onerror = () => finish('websocket error');
+  socket.onerror = () => finish(opened ? 'websocket error' : `cannot open ${url}`);
   socket.onclose = (event) => finish(`websocket closed (code ${event.code})`);
   return {
     get client() {
