@@ -1,5 +1,7 @@
-//! The browser client (crates/server/web) against the real binary, through Node:
+//! The browser client (crates/server/web), through Node:
 //!
+//! * `js_unit_tests`: `tickwire.js` on the golden bytes of docs/protocol.md and against an
+//!   in-memory fake server (`web/tests/tickwire.test.mjs`, `node --test`). Needs `node`.
 //! * `js_client_over_udp`: the page's protocol code (`tickwire.js`) in Node over UDP
 //!   (`web/tests/udp-harness.mjs`), with a token from `/token`: handshake, welcome, reliable
 //!   event reassembled and acked, snapshots, own entity moving, polite disconnect. Needs `node`.
@@ -94,6 +96,14 @@ fn run_node(script: &str, args: &[&str]) -> (bool, String) {
             format!("{output}\n(killed: {script} outlived its {SCRIPT_GUARD:?} hang guard)"),
         ),
     }
+}
+
+#[test]
+fn js_unit_tests() {
+    require_node();
+    let (ok, output) = run_node("--test", &["tickwire.test.mjs"]);
+    assert!(ok, "tickwire.js unit tests failed:\n{output}");
+    assert!(output.contains("# fail 0"), "{output}");
 }
 
 #[test]

@@ -125,7 +125,7 @@ function sequenceBytes(sequence) {
 }
 
 /** Encrypts one packet: prefix | sequence | ciphertext | tag. */
-function sealPacket(type, sequence, body, protocolId, key) {
+export function sealPacket(type, sequence, body, protocolId, key) {
   const seq = sequenceBytes(sequence);
   const prefix = (seq.length << 4) | type;
   const sealed = chacha20poly1305(key, nonceFor(seq), aadFor(protocolId, prefix)).encrypt(body);
@@ -143,7 +143,7 @@ function sealPacket(type, sequence, body, protocolId, key) {
  * sequences from 2^63 that lose precision, which is harmless since they are not replay-checked
  * (the nonce is built from the raw bytes).
  */
-function openPacket(packet, protocolId, key) {
+export function openPacket(packet, protocolId, key) {
   if (packet.length > MAX_PACKET_BYTES || packet.length < MIN_ENCRYPTED_BYTES) return null;
   const prefix = packet[0];
   const type = prefix & 0x0f;
