@@ -12,7 +12,7 @@
 // Token: `#token=<base64>&ws=<url>` in the address (a token from your own backend) or, by
 // default, GET /token (the server's --dev-tokens, loopback only).
 
-import { NO_ENTITY, State, openWebSocket } from './tickwire.js';
+import { NO_ENTITY, PROTOCOL_VERSION, State, openWebSocket } from './tickwire.js';
 
 /** Render this far behind the newest server time, so there are two snapshots to blend. */
 const INTERP_DELAY_MS = 100;
@@ -37,6 +37,7 @@ window.tickwire = tw;
 const TAG_DIRECTIONS = { '0,1': 1, '1,1': 2, '1,0': 3, '1,-1': 4, '0,-1': 5, '-1,-1': 6,
   '-1,0': 7, '-1,1': 8 };
 
+/** The games this page knows, by name; each at game version 1. */
 const GAMES = {
   // 3 bytes: move_x i8, move_y i8 (+x toward width, +y toward height), buttons (bit 0 boost).
   arena: {
@@ -119,6 +120,7 @@ function intent(framesSent) {
 
 const world = { width: 0, height: 0, radius: 400, coinRadius: 250, walls: [], scores: new Map() };
 let game = null;
+const early = []; // reliable events that came before the welcome named the game
 let tickMs = 16; // from the welcome
 const snapshots = []; // oldest first: {tick, at, byId: Map(id -> {x, y, fields})}
 let clockOffset = null; // local ms of server tick 0, estimated: at - tick * tickMs
@@ -189,11 +191,17 @@ async function main() {
       if (s !== State.CONNECTED) clearInterval(inputTimer);
     };
     client.onWelcome = (w) => {
+      if (w.protocolVersion !== PROTOCOL_VERSION) {
+        fail('error', `server speaks protocol ${w.protocolVersion}, this page ${PROTOCOL_VERSION}`);
+        client.disconnect(performance.now());
+        return;
+      }
       tw.game = w.game;
       tw.you = w.playerId;
       tickMs = w.tickMs;
-      game = GAMES[w.game] ?? unknownGame(w.inputBytes);
-      if (inputTimer !== null) return; // a resent welcome
+      if (game) return; // a resent welcome
+      game = (w.gameVersion === 1 && GAMES[w.game]) || unknownGame(w.inputBytes);
+      for (const msg of early.splice(0)) game.event(msg, world);
       // One input per tick: the game holds the newest frame as the player's intent.
       inputTimer = setInterval(() => {
         const [dx, dy, button] = intent(framesSent);
@@ -203,7 +211,7 @@ async function main() {
       }, w.tickMs);
     };
     client.onSnapshot = onSnapshot;
-    client.onMessage = (msg) => game?.event(msg, world);
+    client.onMessage = (msg) => (game ? game.event(msg, world) : early.push(msg));
     client.onBye = (reason) => {
       tw.bye = reason;
     };
@@ -281,9 +289,10 @@ function draw() {
   for (const [x0, y0, x1, y1] of world.walls) {
     ctx.fillRect(sx(x0), sy(y1), (x1 - x0) * scale, (y1 - y0) * scale);
   }
+  const tag = game === GAMES.tag;
   for (const e of ents) {
-    const coin = tw.game === 'tag' && e.fields[0] === 1;
-    const it = tw.game === 'tag' && !coin && (e.fields[3] & 1);
+    const coin = tag && e.fields[0] === 1;
+    const it = tag && !coin && (e.fields[3] & 1);
     const r = (coin ? world.coinRadius : world.radius) * scale;
     ctx.beginPath();
     ctx.arc(sx(e.x), sy(e.y), Math.max(r, 2), 0, 2 * Math.PI);
@@ -296,7 +305,7 @@ function draw() {
     }
   }
 
-  const score = tw.game === 'tag' && tw.you !== null ? `  score ${world.scores.get(tw.you) ?? 0}`
+  const score = tag && tw.you !== null ? `  score ${world.scores.get(tw.you) ?? 0}`
     : '';
   hud.textContent = `${tw.state}${tw.error ? ` (${tw.error})` : ''}${tw.bye ? `  bye: ${tw.bye}` : ''}`
     + `\n${tw.game ?? '-'}  tick ${tw.tick ?? '-'}  you ${tw.you === NO_ENTITY ? 'spectator'

@@ -685,48 +685,69 @@ export class GameClient {
   }
 
   handlePayload(payload) {
-    const r = new Reader(payload);
+    // Decode first, then hand over: an exception in a callback is the caller's bug, not a
+    // malformed payload.
+    let event;
     try {
-      switch (r.u8()) {
-        case MSG_WELCOME: {
-          this.welcome = decodeWelcome(r);
-          this.onWelcome(this.welcome);
-          break;
-        }
-        case MSG_SNAPSHOT: {
-          if (!this.welcome) {
-            this.stats.snapshotsEarly += 1; // undecodable: keep ack_tick 0 so it is resent
-            return;
-          }
-          const snap = decodeSnapshot(r, this.welcome.entityFields);
-          if (this.newestTick !== null && snap.tick <= this.newestTick) {
-            this.stats.snapshotsStale += 1;
-            return;
-          }
-          this.newestTick = snap.tick;
-          this.stats.snapshots += 1;
-          this.onSnapshot(snap);
-          break;
-        }
-        case MSG_BYE: {
-          const reason = r.u32();
-          r.finish();
-          this.onBye(BYE_REASONS[reason] ?? `unknown_${reason}`);
-          break;
-        }
-        case MSG_SERVER_RELIABLE: {
-          const ok = this.reliable.handle(payload.subarray(1), (msg) => {
-            this.stats.messages += 1;
-            this.onMessage(msg);
-          });
-          if (!ok) this.stats.malformed += 1;
-          break;
-        }
-        default:
-          this.stats.malformed += 1;
-      }
+      event = this.decode(payload);
     } catch {
       this.stats.malformed += 1;
+      return;
+    }
+    switch (event?.kind) {
+      case 'welcome':
+        this.onWelcome(event.welcome);
+        break;
+      case 'snapshot':
+        this.onSnapshot(event.snapshot);
+        break;
+      case 'bye':
+        this.onBye(event.reason);
+        break;
+      case 'messages':
+        for (const msg of event.messages) this.onMessage(msg);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Decodes one server message and updates the session; throws when malformed. */
+  decode(payload) {
+    const r = new Reader(payload);
+    switch (r.u8()) {
+      case MSG_WELCOME:
+        this.welcome = decodeWelcome(r);
+        return { kind: 'welcome', welcome: this.welcome };
+      case MSG_SNAPSHOT: {
+        if (!this.welcome) {
+          this.stats.snapshotsEarly += 1; // undecodable: keep ack_tick 0 so it is resent
+          return null;
+        }
+        const snapshot = decodeSnapshot(r, this.welcome.entityFields);
+        if (this.newestTick !== null && snapshot.tick <= this.newestTick) {
+          this.stats.snapshotsStale += 1;
+          return null;
+        }
+        this.newestTick = snapshot.tick;
+        this.stats.snapshots += 1;
+        return { kind: 'snapshot', snapshot };
+      }
+      case MSG_BYE: {
+        const reason = r.u32();
+        r.finish();
+        return { kind: 'bye', reason: BYE_REASONS[reason] ?? `unknown_${reason}` };
+      }
+      case MSG_SERVER_RELIABLE: {
+        const messages = [];
+        const ok = this.reliable.handle(payload.subarray(1), (msg) => messages.push(msg));
+        this.stats.messages += messages.length;
+        // Messages completed before an inconsistent fragment are still delivered.
+        if (!ok) this.stats.malformed += 1;
+        return { kind: 'messages', messages };
+      }
+      default:
+        throw new Error('unknown message type');
     }
   }
 
