@@ -4,6 +4,8 @@
 //! * `GET /metrics` -> 200, Prometheus text format 0.0.4 ([`crate::metrics::render`]).
 //! * `GET /healthz` -> 200 `ok` while the loop ticked within the last second, else 503 (liveness).
 //! * `GET /readyz`  -> 200 `ok` while the server accepts new clients, else 503 (readiness).
+//! * `GET /play`, `GET /play/<file>` -> the browser client; `GET /token` -> a connect token
+//!   with `--dev-tokens` (loopback peers only), else 404. See [`crate::web`].
 //! * anything else -> 404 (405 for methods other than GET/HEAD).
 //!
 //! Connections are served concurrently, one small thread each (bounded thread-per-connection,
@@ -24,7 +26,7 @@
 //!
 //! ```ignore
 //! let health = Arc::new(admin::Health::new());
-//! let admin = admin::spawn(bind, handle, Arc::clone(&health))?;   // logs admin.local_addr()
+//! let admin = admin::spawn_with(bind, handle, Arc::clone(&health), opts)?;   // logs local_addr()
 //! // in the loop, once per tick:
 //! health.tick_completed(finished);
 //! health.set_accepting(connected < max_players);
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::http::{parse_request, Request};
+use crate::web::{self, DevTokens};
 
 /// Largest request accepted (request line plus headers).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -236,13 +239,16 @@ fn loopback_if_unspecified(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Tunables of the admin server; [`AdminOptions::default`] is what `serve` uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Tunables of the admin server; [`AdminOptions::default`] is what `serve` uses without
+/// `--dev-tokens`.
+#[derive(Clone, Debug)]
 pub struct AdminOptions {
     /// Most connections served at once ([`MAX_CONNECTIONS`]).
     pub max_connections: usize,
     /// Per-connection request deadline and write timeout ([`IO_TIMEOUT`]).
     pub io_timeout: Duration,
+    /// The `/token` minter (`--dev-tokens`); `None`: `/token` is a 404.
+    pub dev_tokens: Option<Arc<DevTokens>>,
 }
 
 impl Default for AdminOptions {
@@ -250,6 +256,7 @@ impl Default for AdminOptions {
         AdminOptions {
             max_connections: MAX_CONNECTIONS,
             io_timeout: IO_TIMEOUT,
+            dev_tokens: None,
         }
     }
 }
@@ -312,8 +319,9 @@ impl AdminStats {
     }
 }
 
-/// Binds `bind` (TCP) and serves `/metrics`, `/healthz`, `/readyz` from background threads,
-/// with [`AdminOptions::default`].
+/// Binds `bind` (TCP) and serves `/metrics`, `/healthz`, `/readyz` and `/play` from background
+/// threads, with [`AdminOptions::default`] (no dev tokens).
+#[cfg(test)]
 pub fn spawn(
     bind: SocketAddr,
     handle: PrometheusHandle,
@@ -474,23 +482,29 @@ pub struct Response {
     pub content_type: &'static str,
     /// Body (omitted on the wire for HEAD).
     pub body: String,
+    /// Cache-Control value, if any.
+    pub cache_control: Option<&'static str>,
 }
 
 impl Response {
-    fn text(status: u16, body: &str) -> Self {
+    pub(crate) fn text(status: u16, body: &str) -> Self {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.to_owned(),
+            cache_control: None,
         }
     }
 }
 
-/// Routes one request (exposed for tests), as seen at `now` (liveness depends on it).
+/// Routes one request from `peer` (exposed for tests), as seen at `now` (liveness depends on
+/// it). `dev_tokens`: the `/token` minter, when `--dev-tokens` is on.
 pub fn respond(
     req: Option<&Request<'_>>,
+    peer: Option<IpAddr>,
     handle: &PrometheusHandle,
     health: &Health,
+    dev_tokens: Option<&DevTokens>,
     now: Instant,
 ) -> Response {
     let Some(req) = req else {
@@ -499,12 +513,17 @@ pub fn respond(
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "method not allowed\n");
     }
+    if let Some(resp) = web::play(req.path) {
+        return resp;
+    }
     match req.path {
         "/metrics" => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: crate::metrics::render(handle),
+            cache_control: None,
         },
+        "/token" => web::token(dev_tokens, peer),
         "/healthz" => {
             let age = health.tick_age(now);
             if health.is_live(now) {
@@ -531,6 +550,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -572,8 +592,16 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         return Ok(());
     }
     let req = parse_request(&buf[..len]);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let resp = if complete {
-        let mut resp = respond(req.as_ref(), &shared.handle, &shared.health, Instant::now());
+        let mut resp = respond(
+            req.as_ref(),
+            peer,
+            &shared.handle,
+            &shared.health,
+            shared.opts.dev_tokens.as_deref(),
+            Instant::now(),
+        );
         if resp.status == 200 && req.as_ref().is_some_and(|r| r.path == "/metrics") {
             shared.stats.write_prometheus(&mut resp.body);
         }
@@ -583,8 +611,13 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         Response::text(431, "request too large\n")
     };
     let head_only = req.as_ref().is_some_and(|r| r.method == "HEAD");
+    let cache = resp
+        .cache_control
+        .map(|c| format!("Cache-Control: {c}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{cache}\
+         Connection: close\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
@@ -790,6 +823,7 @@ mod tests {
         let opts = AdminOptions {
             max_connections: 2,
             io_timeout: Duration::from_secs(600),
+            dev_tokens: None,
         };
         let admin = spawn_with("127.0.0.1:0".parse().unwrap(), handle, health, opts).unwrap();
         let addr = admin.local_addr();
@@ -861,7 +895,14 @@ mod tests {
                 method: "GET",
                 path,
             };
-            let r = respond(Some(&req), &handle, &h, t0 + Duration::from_millis(at_ms));
+            let r = respond(
+                Some(&req),
+                None,
+                &handle,
+                &h,
+                None,
+                t0 + Duration::from_millis(at_ms),
+            );
             (r.status, r.body)
         };
         // Live for the limit from creation, even before the first tick; then stale.

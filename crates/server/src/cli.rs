@@ -78,9 +78,15 @@ pub struct ServeArgs {
     /// Address put in connect tokens [server.public_addr, default: bind with 0.0.0.0 -> 127.0.0.1].
     #[arg(long, value_name = "ADDR")]
     pub public_addr: Option<String>,
-    /// Prometheus /metrics address, or "off" [metrics.bind, default 127.0.0.1:9464].
+    /// Prometheus /metrics address, or "off" [metrics.bind, default 127.0.0.1:9464]. Also serves
+    /// the browser client at /play.
     #[arg(long, value_name = "ADDR|off")]
     pub metrics_bind: Option<String>,
+    /// Development only: mint connect tokens at /token on the metrics port for loopback
+    /// requests, so /play can connect [metrics.dev_tokens, default off; refused unless
+    /// metrics.bind is a loopback address].
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub dev_tokens: bool,
     /// I/O model: auto, epoll, io_uring, kqueue, iocp, select, blocking [io.model, default auto].
     #[arg(long, value_name = "M")]
     pub io_model: Option<String>,

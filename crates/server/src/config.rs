@@ -154,11 +154,15 @@ fn loopback_for_unspecified(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-/// `[metrics]`: the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+/// `[metrics]`: the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, the browser client
+/// at `/play`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// TCP address of the admin endpoint; `None` when configured as `"off"`.
     pub bind: Option<SocketAddr>,
+    /// Development only: `/token` mints connect tokens for loopback requests. Refused unless
+    /// `bind` is a loopback address (see [`crate::web`]).
+    pub dev_tokens: bool,
 }
 
 /// `[io]`: the I/O backend.
@@ -328,6 +332,7 @@ impl Default for Config {
             },
             metrics: MetricsConfig {
                 bind: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+                dev_tokens: false,
             },
             io: IoConfig {
                 model: IoModel::Auto,
@@ -438,6 +443,12 @@ pub const KEYS: &[KeyInfo] = &[
     ),
     key("server", "auth_timeout_ms", "server.auth_timeout_ms", None),
     key("metrics", "bind", "metrics.bind", Some("metrics-bind")),
+    key(
+        "metrics",
+        "dev_tokens",
+        "metrics.dev_tokens",
+        Some("dev-tokens"),
+    ),
     key("io", "model", "io.model", Some("io-model")),
     key("io", "max_events", "io.max_events", Some("max-events")),
     key("io", "timeout_ms", "io.timeout_ms", Some("timeout-ms")),
@@ -491,6 +502,7 @@ fn cli_value<'a>(args: &'a ServeArgs, flag: &str) -> Option<&'a str> {
     let v = match flag {
         // A switch: present means "true", absent leaves the key to the other layers.
         "agones" => return args.agones.then_some("true"),
+        "dev-tokens" => return args.dev_tokens.then_some("true"),
         "bind" => &args.bind,
         "public-addr" => &args.public_addr,
         "tick-ms" => &args.tick_ms,
@@ -834,7 +846,25 @@ pub fn load_with_env(
     };
     let metrics = MetricsConfig {
         bind: r.get("metrics.bind", d.metrics.bind, parse_metrics_bind),
+        dev_tokens: r.get("metrics.dev_tokens", d.metrics.dev_tokens, parse_bool),
     };
+    // `/token` hands a connect token to whoever asks: only ever on a loopback listener.
+    if metrics.dev_tokens && !metrics.bind.is_some_and(|a| a.ip().is_loopback()) {
+        if let Some(origin) = r.origins.get("metrics.dev_tokens").cloned() {
+            let bind = metrics
+                .bind
+                .map_or_else(|| "\"off\"".to_owned(), |a| quoted(&a.to_string()));
+            r.problems.push(Problem::Invalid {
+                key: "metrics.dev_tokens",
+                value: "true".to_owned(),
+                rule: format!(
+                    "refused with metrics.bind = {bind}: dev tokens (/token, development only) \
+                     need the HTTP port on a loopback address such as 127.0.0.1:9464"
+                ),
+                origin,
+            });
+        }
+    }
     let io = IoConfig {
         model: r.get("io.model", d.io.model, |raw| {
             one_of(raw, &IoModel::ALL.map(|m| m.as_str()))
@@ -1387,6 +1417,7 @@ impl fmt::Display for Config {
             .bind
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
         line(f, "metrics.bind", quoted(&mb))?;
+        line(f, "metrics.dev_tokens", self.metrics.dev_tokens.to_string())?;
 
         let io = &self.io;
         writeln!(f, "\n[io]")?;
@@ -1810,6 +1841,76 @@ mod tests {
         let again = load_with_env(&with_file("rt-default.toml", &d), env(&[])).unwrap();
         assert_eq!(again.server, Config::default().server);
         assert_eq!(again.snapshot, Config::default().snapshot);
+    }
+
+    #[test]
+    fn dev_tokens_only_on_a_loopback_metrics_bind() {
+        let cfg = load_with_env(&ServeArgs::default(), env(&[])).unwrap();
+        assert!(!cfg.metrics.dev_tokens, "off by default");
+
+        // The flag, the environment (both spellings) and the file turn it on.
+        let flag = ServeArgs {
+            dev_tokens: true,
+            ..ServeArgs::default()
+        };
+        let cfg = load_with_env(&flag, env(&[])).unwrap();
+        assert!(cfg.metrics.dev_tokens);
+        assert_eq!(
+            cfg.origins["metrics.dev_tokens"],
+            Origin::Flag("--dev-tokens".into())
+        );
+        for var in ["TICKWIRE_METRICS_DEV_TOKENS", "TICKWIRE_DEV_TOKENS"] {
+            let cfg = load_with_env(&ServeArgs::default(), env(&[(var, "true")])).unwrap();
+            assert!(cfg.metrics.dev_tokens, "{var}");
+        }
+        let file = with_file(
+            "dev-tokens-v6.toml",
+            "[metrics]\nbind = \"[::1]:0\"\ndev_tokens = true\n",
+        );
+        let cfg = load_with_env(&file, env(&[])).unwrap();
+        assert!(cfg.metrics.dev_tokens);
+        // It round-trips through Display.
+        let again = load_with_env(&with_file("dev-tokens-rt.toml", &cfg.to_string()), env(&[]));
+        assert_eq!(again.unwrap().metrics, cfg.metrics);
+
+        // Refused on any other bind, naming the key, the bind and where the setting came from.
+        let mut wide = flag.clone();
+        wide.metrics_bind = Some("0.0.0.0:9464".into());
+        assert_eq!(
+            problems(load_with_env(&wide, env(&[]))),
+            [
+                "metrics.dev_tokens = true: refused with metrics.bind = \"0.0.0.0:9464\": dev \
+              tokens (/token, development only) need the HTTP port on a loopback address such \
+              as 127.0.0.1:9464 (from --dev-tokens)"
+            ]
+        );
+        let off = ServeArgs {
+            metrics_bind: Some("off".into()),
+            ..ServeArgs::default()
+        };
+        let p = problems(load_with_env(&off, env(&[("TICKWIRE_DEV_TOKENS", "true")])));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("metrics.dev_tokens = true: refused with metrics.bind = \"off\""),
+            "{p:?}"
+        );
+        assert!(p[0].ends_with("(from env TICKWIRE_DEV_TOKENS)"), "{p:?}");
+        let remote = with_file(
+            "dev-tokens-remote.toml",
+            "[metrics]\nbind = \"10.0.0.5:9464\"\ndev_tokens = true\n",
+        );
+        let p = problems(load_with_env(&remote, env(&[])));
+        assert!(p[0].contains("metrics.bind = \"10.0.0.5:9464\""), "{p:?}");
+        assert!(p[0].contains("dev-tokens-remote.toml:3"), "{p:?}");
+        // Off, any bind is fine.
+        let cfg = load_with_env(
+            &ServeArgs {
+                metrics_bind: Some("0.0.0.0:9464".into()),
+                ..ServeArgs::default()
+            },
+            env(&[("TICKWIRE_DEV_TOKENS", "false")]),
+        );
+        assert!(!cfg.unwrap().metrics.dev_tokens);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod metrics;
 mod net;
 mod run;
 mod signals;
+mod web;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -162,12 +163,29 @@ fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
 
     let health = Arc::new(admin::Health::new());
     let _signal_logger = signals::spawn(Arc::clone(&health))?;
+    // The config refuses dev tokens unless metrics.bind is a loopback address.
+    let dev_tokens = match cfg.metrics.dev_tokens {
+        true => Some(Arc::new(web::DevTokens::new(key, cfg.auth.protocol_id)?)),
+        false => None,
+    };
     let admin = match cfg.metrics.bind {
         Some(bind) => {
             let handle = metrics::install()?;
-            let server = admin::spawn(bind, handle, Arc::clone(&health))
+            let opts = admin::AdminOptions {
+                dev_tokens: dev_tokens.clone(),
+                ..admin::AdminOptions::default()
+            };
+            let server = admin::spawn_with(bind, handle, Arc::clone(&health), opts)
                 .with_context(|| format!("metrics.bind = {bind}: cannot listen"))?;
             tracing::info!(metrics_addr = %server.local_addr(), "metrics at /metrics");
+            tracing::info!("browser client at http://{}/play", server.local_addr());
+            if dev_tokens.is_some() {
+                tracing::warn!(
+                    "--dev-tokens is ON: http://{}/token hands a connect token to any local \
+                     process that asks. Development only: never in production (docs/operations.md)",
+                    server.local_addr()
+                );
+            }
             Some(server)
         }
         None => {
@@ -185,6 +203,10 @@ fn serve(args: &cli::ServeArgs, games: &[GameEntry]) -> anyhow::Result<()> {
         Some(addr) => addr,
         None => bound,
     };
+    if let Some(dev) = &dev_tokens {
+        // As `tickwire token` lists it.
+        dev.set_game_addr(cfg.server.advertised_addr(bound), bound);
+    }
     let spec = game.spec();
     tracing::info!(
         game = %spec.name,
