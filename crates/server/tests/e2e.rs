@@ -7,7 +7,7 @@ mod support;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use support::{ServerProc, Swarm, GUARD};
+use support::{ServerProc, Swarm, Transport, GUARD};
 
 /// The original specification's test: a server and 100 clients connect; the server reports
 /// 100 connected players.
@@ -27,13 +27,38 @@ fn hundred_clients_connect_and_server_reports_them() {
     assert_eq!(reported, 100.0, "server reports 100 connected players");
 }
 
-fn play_on(model: &str, game: &str, extra: &[&str]) {
+/// The same test over TCP: 100 TCP clients connect; the server reports 100 connected players,
+/// all of them on TCP.
+#[test]
+fn hundred_tcp_clients_connect_and_server_reports_them() {
+    let server = ServerProc::start(&["--max-players", "128"]);
+    let mut swarm = Swarm::over(&server, 100, 1, Transport::Tcp);
+    swarm.run(GUARD, true, &mut |s| s.connected() == 100);
+    assert_eq!(swarm.connected(), 100, "all 100 TCP clients connected");
+    let mut reported = (0.0, 0.0);
+    let deadline = std::time::Instant::now() + GUARD;
+    while reported != (100.0, 100.0) && std::time::Instant::now() < deadline {
+        swarm.run(Duration::from_millis(40), true, &mut |_| false);
+        let body = server.http_get("/metrics").1;
+        reported = (
+            support::metric_sum(&body, "players_connected"),
+            support::metric_sum(&body, "players_by_transport{transport=\"tcp\"}"),
+        );
+    }
+    assert_eq!(
+        reported,
+        (100.0, 100.0),
+        "server reports 100 connected players, 100 on TCP"
+    );
+}
+
+fn play_on(model: &str, game: &str, transport: Transport, extra: &[&str]) {
     let mut args = vec!["--io-model", model, "--io-fallback", "none", "--game", game];
     args.extend_from_slice(extra);
     let mut server = ServerProc::start(&args);
-    let label = format!("{model}/{game}");
+    let label = format!("{model}/{game}/{}", transport.as_str());
     let n = 20;
-    let mut swarm = Swarm::new(&server, n);
+    let mut swarm = Swarm::over(&server, n, 1, transport);
     swarm.run(GUARD, true, &mut |s| s.connected() == n);
     assert_eq!(swarm.connected(), n, "{label}: all bots connected");
     // Play until every bot has seen what is asserted below (not for a fixed time: how much
@@ -89,10 +114,12 @@ fn play_on_every_backend() {
         if model == tickwire_io::Model::Auto {
             continue;
         }
-        play_on(model.as_str(), "arena", &[]);
+        for transport in Transport::ALL {
+            play_on(model.as_str(), "arena", transport, &[]);
+        }
         // Tag's default coins are max_players / 2: 1024 at the default 2048 slots, which a
         // debug build cannot step in 16 ms. 64 slots (32 coins) is plenty for 20 bots.
-        play_on(model.as_str(), "tag", &["--max-players", "64"]);
+        play_on(model.as_str(), "tag", Transport::Udp, &["--max-players", "64"]);
     }
 }
 

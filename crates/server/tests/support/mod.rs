@@ -418,6 +418,8 @@ pub struct Bot {
     pub game: Option<String>,
     /// Reliable game events received (the arena's level, tag's hello and scores, ...).
     pub messages: u64,
+    /// Reads what the server sends (false: a slow reader, which still sends its inputs).
+    pub reading: bool,
 }
 
 /// Bot `i`'s input frame number `n` for `game`: even bots head one way, odd ones the other
@@ -494,6 +496,7 @@ impl Swarm {
                 max_reply: 0,
                 game: None,
                 messages: 0,
+                reading: true,
             });
         }
         Swarm {
@@ -522,7 +525,12 @@ impl Swarm {
             let server = self.server;
             let mut packets = Vec::new();
             for (i, bot) in self.bots.iter_mut().enumerate() {
-                bot.link.receive(&mut self.buf, &mut packets);
+                if bot.reading {
+                    bot.link.receive(&mut self.buf, &mut packets);
+                } else {
+                    packets.clear();
+                    bot.link.push_out();
+                }
                 let link = &mut bot.link;
                 let mut tx = |to: SocketAddr, b: &[u8]| link.send(to, b);
                 for packet in &packets {
