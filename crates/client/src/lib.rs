@@ -6,8 +6,12 @@
 //!   datagrams with [`GameClient::handle_packet`], call [`GameClient::update`] regularly and
 //!   [`GameClient::send_input`] once per tick; it hands datagrams out through `tx` and game
 //!   events out through `on_event`. Bots, the load tester and the in-memory tests use it.
-//! - [`UdpClient`] wraps one [`GameClient`] around a blocking `std::net::UdpSocket` for tools,
-//!   examples and simple game clients.
+//! - [`Client`] wraps one [`GameClient`] around a blocking transport for tools, examples and
+//!   simple game clients: [`UdpClient`] (a `std::net::UdpSocket`), [`TcpClient`] and
+//!   [`WsClient`] (a `std::net::TcpStream` to the same game port, carrying the same netcode
+//!   packets behind a 2-byte length or as WebSocket binary messages, framed by
+//!   `tickwire-stream`; see `docs/protocol.md`). They share one API: `connect(token,
+//!   timeout)`, `send_input`, `send_message`, `poll`, `state`, `disconnect`.
 //!
 //! Inputs: each [`GameClient::send_input`] takes one frame in the game's encoding (the welcome
 //! says its size), assigns the next sequence number and sends the new frame together with up
@@ -20,15 +24,20 @@
 //! [`GameClient::send_message`] sends reliable messages the other way.
 #![forbid(unsafe_code)]
 
+mod driver;
+mod stream;
 mod udp;
 
 use std::net::SocketAddr;
 
+pub use driver::{Client, ClientError, Transport, UdpClientError};
+pub use stream::{Tcp, TcpClient, Ws, WsClient};
 pub use tickwire_netcode::{ClientState, Now, SendError, TokenError};
 pub use tickwire_proto::reliable::{ChannelConfig, ChannelError};
 use tickwire_proto::{reliable::Channel, ServerMessage};
 pub use tickwire_proto::{ByeReason, Snapshot, Welcome, MAX_INPUT_FRAMES, NO_ENTITY};
-pub use udp::{UdpClient, UdpClientError};
+pub use tickwire_stream::Violation;
+pub use udp::{Udp, UdpClient};
 
 /// What the client learned from one call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,70 +13,33 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::{ClientState, GameClient, GameEvent, Now, SendError, TokenError};
+use crate::driver::{now_from, sealed::Link, Client, ClientError, Transport};
+use crate::GameClient;
 
-/// Why a [`UdpClient`] call failed.
-#[derive(Debug)]
-pub enum UdpClientError {
-    /// The connect token could not be read.
-    Token(TokenError),
-    /// A socket call failed.
-    Io(io::Error),
-    /// The handshake ended in this state (denied, timed out, token expired, ...).
-    Failed(ClientState),
-    /// The handshake did not finish within the caller's timeout.
-    Timeout,
-    /// The message could not be sent.
-    Send(SendError),
-}
+/// Datagrams handled per [`Client::poll`] at most, so a flood cannot hold the caller.
+const MAX_DRAIN: usize = 1024;
 
-impl fmt::Display for UdpClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UdpClientError::Token(e) => write!(f, "bad connect token: {e}"),
-            UdpClientError::Io(e) => write!(f, "socket error: {e}"),
-            UdpClientError::Failed(state) => write!(f, "connection failed: {state:?}"),
-            UdpClientError::Timeout => f.write_str("connection timed out"),
-            UdpClientError::Send(e) => write!(f, "send failed: {e:?}"),
-        }
-    }
-}
-
-impl std::error::Error for UdpClientError {}
-
-impl From<io::Error> for UdpClientError {
-    fn from(e: io::Error) -> Self {
-        UdpClientError::Io(e)
-    }
-}
-
-impl From<SendError> for UdpClientError {
-    fn from(e: SendError) -> Self {
-        UdpClientError::Send(e)
-    }
-}
-
-/// A blocking, single-socket game client.
-pub struct UdpClient {
+/// The UDP transport: one socket, datagrams to and from the server address.
+pub struct Udp {
     socket: UdpSocket,
-    game: GameClient,
-    start: Instant,
     buf: Vec<u8>,
 }
 
-impl UdpClient {
+/// A blocking, single-socket game client over UDP.
+pub type UdpClient = Client<Udp>;
+
+impl Client<Udp> {
     /// Binds a socket (loopback for a loopback server, otherwise the unspecified address of
     /// the server's family) and runs the handshake until connected, failed, or `timeout`.
     /// Events seen during the handshake (the welcome, early snapshots) are dropped; the
     /// client's [`GameClient::welcome`] keeps the welcome.
-    pub fn connect(token: &[u8], timeout: Duration) -> Result<Self, UdpClientError> {
+    pub fn connect(token: &[u8], timeout: Duration) -> Result<Self, ClientError> {
         let start = Instant::now();
-        let game = GameClient::new(token, now_from(start)).map_err(UdpClientError::Token)?;
+        let game = GameClient::new(token, now_from(start)).map_err(ClientError::Token)?;
         let server = game.server_addr();
         let local: SocketAddr = match (server, server.ip().is_loopback()) {
             (SocketAddr::V4(_), true) => (Ipv4Addr::LOCALHOST, 0).into(),
@@ -84,78 +47,38 @@ impl UdpClient {
             (SocketAddr::V6(_), true) => (Ipv6Addr::LOCALHOST, 0).into(),
             (SocketAddr::V6(_), false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let socket = UdpSocket::bind(local)?;
-        let mut client = UdpClient {
-            socket,
-            game,
-            start,
+        let link = Udp {
+            socket: UdpSocket::bind(local)?,
             buf: vec![0; 2048],
         };
-        let deadline = start + timeout;
-        while !client.game.is_connected() {
-            let state = client.game.state();
-            if state.is_error() || state == ClientState::Disconnected {
-                return Err(UdpClientError::Failed(state));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(UdpClientError::Timeout);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            client.poll(wait, &mut |_| {})?;
-        }
-        Ok(client)
+        Client::new(link, game, start).establish(start + timeout)
+    }
+}
+
+impl Transport for Udp {}
+
+impl Link for Udp {
+    fn send(&mut self, to: SocketAddr, packet: &[u8]) -> io::Result<()> {
+        self.socket.send_to(packet, to).map(|_| ())
     }
 
-    /// The sans-IO client inside.
-    pub fn game(&self) -> &GameClient {
-        &self.game
-    }
-
-    /// The local socket address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    /// Sends one input frame (with redundancy); returns its sequence number.
-    pub fn send_input(&mut self, frame: &[u8]) -> Result<u32, UdpClientError> {
-        let now = now_from(self.start);
-        let socket = &self.socket;
-        let mut send_err = None;
-        let seq = self.game.send_input(now, frame, &mut |to, bytes| {
-            if let Err(e) = socket.send_to(bytes, to) {
-                send_err = Some(e);
-            }
-        })?;
-        match send_err {
-            Some(e) => Err(e.into()),
-            None => Ok(seq),
-        }
-    }
-
-    /// Receives and handles datagrams for up to `wait`, then runs the client's upkeep.
-    /// Returns after the first batch of datagrams or when `wait` has passed.
-    pub fn poll(
+    fn recv(
         &mut self,
         wait: Duration,
-        on_event: &mut dyn FnMut(GameEvent),
-    ) -> Result<(), UdpClientError> {
+        on_packet: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), ClientError> {
         let socket = &self.socket;
         socket.set_read_timeout(Some(wait.max(Duration::from_micros(100))))?;
-        let mut tx = |to: SocketAddr, bytes: &[u8]| {
-            // Best effort, like every UDP send: a lost datagram is covered by resends.
-            let _ = socket.send_to(bytes, to);
-        };
         match socket.recv_from(&mut self.buf) {
             Ok((len, from)) => {
-                let now = now_from(self.start);
-                self.game
-                    .handle_packet(now, from, &self.buf[..len], &mut tx, on_event);
+                on_packet(from, &self.buf[..len]);
                 // Drain whatever else is already queued without blocking again.
                 socket.set_nonblocking(true)?;
-                while let Ok((len, from)) = socket.recv_from(&mut self.buf) {
-                    self.game
-                        .handle_packet(now, from, &self.buf[..len], &mut tx, on_event);
+                for _ in 1..MAX_DRAIN {
+                    let Ok((len, from)) = socket.recv_from(&mut self.buf) else {
+                        break;
+                    };
+                    on_packet(from, &self.buf[..len]);
                 }
                 socket.set_nonblocking(false)?;
             }
@@ -168,26 +91,14 @@ impl UdpClient {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(e.into()),
         }
-        self.game.update(now_from(self.start), &mut tx, on_event);
         Ok(())
     }
 
-    /// Disconnects politely.
-    pub fn disconnect(mut self) {
-        let socket = &self.socket;
-        self.game.disconnect(&mut |to, bytes| {
-            let _ = socket.send_to(bytes, to);
-        });
+    fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(())
     }
-}
 
-fn now_from(start: Instant) -> Now {
-    let unix_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Now {
-        mono: start.elapsed(),
-        unix_secs,
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
     }
 }

@@ -35,9 +35,12 @@
 //! Nothing here reads a clock or a socket: a connection that never finishes its handshake is
 //! the caller's to time out. Memory per connection is bounded by [`Limits`] whatever the
 //! input: the reassembly buffer holds at most one frame of `max_packet` bytes (or, before
-//! a WebSocket handshake is done, `max_handshake` bytes of request head), and every reply
-//! to the peer (pong, close) is no larger than the frame that caused it, except the HTTP
-//! answer to the handshake.
+//! a WebSocket handshake is done, `max_handshake` bytes of request head). Replies stay small:
+//! on the server a pong or close echo is shorter than the masked frame that caused it, and a
+//! violation adds at most one 4-byte close frame or one short HTTP error response.
+//!
+//! Framing carries packets and judges nothing else: an empty TCP frame or empty binary
+//! message is handed on as an empty packet, for netcode to drop.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

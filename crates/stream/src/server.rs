@@ -14,6 +14,12 @@ use crate::{tcp, ws, FrameError, Limits, Transport, Violation, TCP_HEADER_BYTES}
 /// After [`feed`](StreamConn::feed) returns a [`Violation`] the connection is done: send what
 /// was appended to `reply`, then close the socket. Later `feed` calls return the same
 /// violation and read nothing.
+///
+/// What `feed` appends to `reply` is whole (an HTTP response, whole frames): send it whole,
+/// with the connection's own packets after it, or close the connection. `Origin` is not
+/// checked: connect tokens authenticate players, not web origins (docs/protocol.md §5.4).
+/// There is no clock here: how long a connection may take to send its first bytes or finish
+/// its upgrade is the caller's limit.
 #[derive(Debug)]
 pub struct StreamConn {
     limits: Limits,
