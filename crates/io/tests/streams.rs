@@ -189,6 +189,12 @@ impl Rec {
                 what
             );
             self.poll(io, end);
+            assert!(
+                Instant::now() < end,
+                "{}: a poll sat until the hang guard waiting for {}",
+                self.model,
+                what
+            );
         }
     }
 
@@ -681,6 +687,11 @@ fn many_connections_under_a_small_budget_arrive_over_several_polls() {
             if rec.poll(&mut *io, end).1 == BUDGET {
                 full_polls += 1;
             }
+            assert!(
+                Instant::now() < end,
+                "{}: a poll sat on ready work until the hang guard",
+                model
+            );
         }
         for (i, c) in clients.iter().enumerate() {
             let conn = by_addr[&c.local_addr().unwrap()];
