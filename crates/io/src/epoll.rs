@@ -1109,4 +1109,64 @@ mod tests {
         }
         assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec()]);
     }
+
+    #[test]
+    fn tokens_never_collide() {
+        for (index, generation) in [(0, 0), (u32::MAX, u32::MAX), (7, GEN_MASK), (1, 1 << 30)] {
+            let token = conn_token(ConnId { index, generation });
+            assert_ne!(token, WAKER_TOKEN);
+            assert_ne!(token & CONN_TAG, 0);
+            assert_eq!(token as u32, index);
+        }
+        assert_eq!(u64::from(u32::MAX) & CONN_TAG, 0); // socket ids
+    }
+
+    /// An edge reported for a connection that was closed since (its slot already reused) does
+    /// not reach the connection in the slot now.
+    #[test]
+    fn an_old_connections_edge_does_not_reach_its_slots_successor() {
+        let mut io = Epoll::open(&Config::default()).unwrap();
+        let l = io.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = io.local_addr(l).unwrap();
+        let old = io.connect(addr, Duration::from_secs(60)).unwrap();
+        io.close(old);
+        let new = io.connect(addr, Duration::from_secs(60)).unwrap();
+        assert_eq!(new.index, old.index);
+        assert!(io.ready.is_empty());
+        io.conn_edge(conn_token(old), libc::EPOLLIN as u32);
+        assert!(io.ready.is_empty());
+        io.conn_edge(conn_token(new), libc::EPOLLIN as u32);
+        assert_eq!(io.ready.len(), 1);
+    }
+
+    /// A write failure is reported by the next poll (which does not wait for it), unless the
+    /// caller closes the connection first.
+    #[test]
+    fn a_failed_write_is_reported_once_unless_closed_first() {
+        let mut io = Epoll::open(&Config::default()).unwrap();
+        let l = io.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = io.local_addr(l).unwrap();
+        let a = io.connect(addr, Duration::from_secs(60)).unwrap();
+        let b = io.connect(addr, Duration::from_secs(60)).unwrap();
+        io.send_stream(a, b"queued").unwrap();
+        io.fail_conn(a, io::ErrorKind::BrokenPipe);
+        io.fail_conn(b, io::ErrorKind::BrokenPipe);
+        assert_eq!((io.connections(), io.stream_queued()), (0, 0));
+        assert_eq!(io.send_stream(a, b"x"), Err(SendError::Closed));
+        io.close(b);
+        let mut closed = Vec::new();
+        // The hour-long deadline is never reached: the pending Closed ends the poll at once.
+        let report = io
+            .poll(Instant::now() + Duration::from_secs(3600), &mut |e| {
+                if let Event::Closed { conn, reason } = e {
+                    closed.push((conn, reason));
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            closed,
+            vec![(a, CloseReason::Error(io::ErrorKind::BrokenPipe))]
+        );
+        assert!(report.events >= 1);
+    }
 }
