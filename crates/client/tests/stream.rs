@@ -177,9 +177,9 @@ fn spawn(max_clients: usize) -> FakeServer {
                             for p in packets {
                                 netcode.handle_packet(
                                     now(),
-                                    c.peer,
+                                    c.peer.into(),
                                     &p,
-                                    &mut |to, b| outgoing.push((to, b.to_vec())),
+                                    &mut |to, b| outgoing.push((to.addr, b.to_vec())),
                                     &mut |e| match e {
                                         ServerEvent::Connected { client, .. } => {
                                             events.push((client, None, None))
@@ -206,7 +206,7 @@ fn spawn(max_clients: usize) -> FakeServer {
             }
             netcode.update(
                 now(),
-                &mut |to, b| outgoing.push((to, b.to_vec())),
+                &mut |to, b| outgoing.push((to.addr, b.to_vec())),
                 &mut |e| {
                     if let ServerEvent::Disconnected { client, reason } = e {
                         events.push((client, None, Some(reason)));
@@ -222,9 +222,9 @@ fn spawn(max_clients: usize) -> FakeServer {
                         let mut w = [0u8; 1200];
                         let n = tickwire_proto::encode_welcome(&welcome(), &mut w).unwrap();
                         let _ = netcode.send_payload(now(), client, &w[..n], &mut |to, b| {
-                            outgoing.push((to, b.to_vec()))
+                            outgoing.push((to.addr, b.to_vec()))
                         });
-                        let peer = netcode.client_addr(client).unwrap();
+                        let peer = netcode.client_peer(client).unwrap().addr;
                         let conn = conns.iter().find(|c| c.peer == peer).unwrap();
                         Seen::Connected {
                             client,
@@ -235,8 +235,8 @@ fn spawn(max_clients: usize) -> FakeServer {
                 let _ = seen_tx.send(seen);
             }
             while let Ok(Cmd::Kick(client)) = cmd_rx.try_recv() {
-                let peer = netcode.client_addr(client).unwrap();
-                netcode.disconnect(client, &mut |to, b| outgoing.push((to, b.to_vec())));
+                let peer = netcode.client_peer(client).unwrap().addr;
+                netcode.disconnect(client, &mut |to, b| outgoing.push((to.addr, b.to_vec())));
                 for (to, p) in outgoing.drain(..) {
                     if let Some(c) = conns.iter_mut().find(|c| c.peer == to && !c.closed) {
                         let mut framed = Vec::new();

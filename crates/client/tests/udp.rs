@@ -49,10 +49,10 @@ fn udp_client_connects_sends_inputs_and_disconnects() {
         let mut buf = [0u8; 1500];
         while !stop2.load(Ordering::Relaxed) {
             let mut tx = |to, b: &[u8]| {
-                let _ = socket.send_to(b, to);
+                let _ = socket.send_to(b, to.addr);
             };
             if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                netcode.handle_packet(now(), from, &buf[..n], &mut tx, &mut |e| match e {
+                netcode.handle_packet(now(), from.into(), &buf[..n], &mut tx, &mut |e| match e {
                     ServerEvent::Payload { data, .. } => {
                         let _ = seen_tx.send(Ok(data.to_vec()));
                     }

@@ -17,12 +17,14 @@
 //! * [`Backend::bind`] opens a non-blocking UDP socket and returns its [`SocketId`] (its index in
 //!   the backend's socket set). One backend can hold thousands of sockets (the load tester binds
 //!   one per bot); the per-socket cost of a poll is O(1) for epoll.
-//! * [`Backend::poll`] blocks until a datagram is readable on any socket, the [`Waker`] fires, or
-//!   the deadline passes (a deadline in the past is a non-blocking check), then hands up to
-//!   [`Config::max_events`] datagrams to the callback without blocking again. The `&[u8]` lent to
-//!   the callback points into a backend-owned buffer allocated when the backend was opened and is
-//!   valid for that call only: nothing is allocated per poll. [`PollReport::events`] counts
-//!   datagrams plus wake-ups; [`PollReport::waited`] is the time spent inside the wait syscall.
+//! * [`Backend::poll`] blocks until there is something to deliver (a datagram, a connection,
+//!   stream bytes, a closed connection), the [`Waker`] fires, or the deadline passes (a deadline
+//!   in the past is a non-blocking check), then hands up to [`Config::max_events`] [`Event`]s to
+//!   the callback without blocking again. The `&[u8]` lent to the callback points into a
+//!   backend-owned buffer allocated when the backend was opened and is valid for that call only:
+//!   nothing is allocated per poll. [`PollReport::events`] counts events plus wake-ups,
+//!   [`PollReport::datagrams`] datagrams only; [`PollReport::waited`] is the time spent inside
+//!   the wait syscall.
 //! * A datagram longer than [`Config::max_datagram`] is truncated by the kernel; the backend
 //!   detects that, drops it and counts it in [`IoStats::truncated`]. It is never delivered.
 //! * [`Backend::send`] copies a datagram into a preallocated slab of [`Config::send_queue`] slots
@@ -30,6 +32,42 @@
 //!   kernel in batches (`sendmmsg` per socket on Linux) and empties it. Datagrams the kernel
 //!   refuses (`EAGAIN`/`ENOBUFS`) are dropped and counted, never retried: game traffic is
 //!   latest-wins.
+//!
+//! ## Streams
+//!
+//! TCP is served by the same backends with the same semantics (`tests/streams.rs` checks them
+//! for every model):
+//!
+//! * [`Backend::listen`] opens a non-blocking listener (`SO_REUSEADDR`, backlog 1024) under a new
+//!   [`SocketId`] from the UDP sockets' id space. Each connection it accepts is non-blocking, has
+//!   `TCP_NODELAY`, and arrives as [`Event::Accepted`] with its [`ConnId`] (counted in
+//!   [`IoStats::accepted`]). [`Backend::connect`] opens the same kind of connection from this
+//!   side, with no event. Beyond [`Config::max_connections`] open connections an accepted one
+//!   is closed at once (no event, [`IoStats::accepts_over_limit`]) and `connect` fails.
+//! * Bytes arrive as [`Event::Stream`]: in order, at arbitrary boundaries (framing is the
+//!   caller's), at most [`Config::stream_read_bytes`] per event, lent from one backend-owned
+//!   buffer. Every event counts against the `max_events` budget; what a poll's budget leaves is
+//!   delivered first by the next poll, which then does not wait.
+//! * A connection that ends on its own gets exactly one [`Event::Closed`]:
+//!   [`CloseReason::Eof`] when the peer closed its side (the backend then closes the
+//!   connection), [`CloseReason::Error`] on a reset or another read or write error (a write
+//!   error met by [`Backend::flush`] is reported by the next poll). From then on the handle is
+//!   stale: [`Backend::send_stream`] answers [`SendError::Closed`], [`Backend::send_capacity`]
+//!   `None`, no event names it, and it never reaches the connection that reuses its slot.
+//! * [`Backend::send_stream`] appends to the connection's send buffer, bounded by
+//!   [`Config::stream_send_bytes`] and all or nothing ([`SendError::Full`], counted in
+//!   [`IoStats::stream_send_full`]): memory does not grow with a slow reader, and the caller
+//!   decides what to do about one from [`Backend::send_capacity`]. Nothing is written before
+//!   [`Backend::flush`], which hands every connection's new bytes to the kernel without
+//!   blocking ([`FlushReport::stream_bytes`]); what the kernel does not take is written during
+//!   later polls as the socket drains, with no event. [`Backend::stream_queued`] is everything
+//!   still queued (the kernel's own socket buffers are not in it).
+//! * [`Backend::close`] tries one non-blocking write of what is queued, then closes the socket;
+//!   the handle is stale at once and no [`Event::Closed`] follows.
+//! * Running out of descriptors never makes a busy loop: a listener whose accept fails with
+//!   `EMFILE`/`ENFILE` sheds the pending connections through a reserve descriptor (accepted
+//!   and closed at once, [`IoStats::accepts_shed`]), or stops accepting until the next poll.
+//! * Writes never raise `SIGPIPE`; dropping the backend closes every socket and connection.
 //!
 //! # io_uring
 //!
@@ -84,16 +122,23 @@
 //!   ([`IoStats::accepts_shed`]), and that listener's accept is re-armed only by the next poll.
 //!   [`Config::max_connections`] is capped at 2^24 (the slot index has 24 bits of `user_data`).
 //!
-//! # Why level-triggered
+//! # Level-triggered datagrams, edge-triggered streams
 //!
-//! The epoll backend registers every socket level-triggered and takes at most `max_events`
-//! datagrams per poll. A burst larger than that budget simply stays readable: the next poll
-//! reports the socket again and takes the rest, and the tick loop gets control back between the
-//! two. Edge-triggered epoll only reports a socket again after new data arrives, so it would force
-//! a drain-until-`EAGAIN` on every wake, which lets one flooded socket starve the tick (or, if the
-//! drain stops early, strands datagrams until the next packet happens to arrive). Level
-//! triggering also makes the kernel rotate ready sockets, so a budget cut is fair across sockets.
-//! `select` is level-triggered by nature; the blocking backend keeps a bounded queue.
+//! The epoll backend registers UDP sockets level-triggered and takes at most `max_events`
+//! events per poll. A burst larger than that budget simply stays readable: the next wait
+//! reports the socket again and the next poll takes the rest, and the tick loop gets control
+//! back between the two. Edge-triggered epoll only reports a socket again after new data
+//! arrives, so a drain that stops early strands what is left until the next packet happens to
+//! arrive, and a drain that does not stop lets one flooded socket starve the tick.
+//!
+//! Listeners and connections are registered edge-triggered (`EPOLLET`): a connection's
+//! readiness toggles with every chunk, and `EPOLLOUT` is only wanted while bytes wait, which
+//! level triggering would turn into a wake-up per poll for every idle writable connection. The
+//! stranding problem is solved inside the backend instead: whatever became ready goes on a
+//! ready list, served round robin (one read, one accept or one `recvmmsg` batch per turn) until
+//! the budget is spent; an entry leaves the list only when it answers `EAGAIN`, and a poll that
+//! starts with a non-empty list does not wait. `select` is level-triggered by nature; the
+//! blocking backend keeps a bounded queue.
 //!
 //! # Example
 //!
@@ -159,7 +204,8 @@ pub enum Model {
     /// The best model this platform build offers (Linux: io_uring when its probe passes, else
     /// epoll; other unix: select; else blocking).
     Auto,
-    /// Linux epoll, level-triggered, `recvmmsg`/`sendmmsg`.
+    /// Linux epoll: UDP sockets level-triggered with `recvmmsg`/`sendmmsg`, listeners and
+    /// stream connections edge-triggered.
     Epoll,
     /// Linux io_uring (6.0+): multishot `recvmsg` on a provided buffer ring, `sendmsg` SQEs
     /// submitted with the poll's wait.

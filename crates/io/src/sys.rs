@@ -1,9 +1,14 @@
 //! Unix helpers shared by the epoll and select backends: the `syscall!` macro, conversions
-//! between [`SocketAddr`] and `sockaddr_storage`, and UDP socket creation.
+//! between [`SocketAddr`] and `sockaddr_storage`, UDP socket creation, and the stream helpers
+//! (TCP listeners, non-blocking close-on-exec accepts, the reserve descriptor that lets a
+//! backend shed connections on `EMFILE`, sends that never raise `SIGPIPE`).
 
+use std::fs::File;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{
+    Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
+};
 use std::os::raw::c_int;
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 
@@ -202,6 +207,281 @@ pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
 /// True for the errors that mean "the kernel has no room right now": the datagram is dropped.
 pub(crate) fn is_would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ENOBUFS)
+}
+
+/// Backlog of every TCP listener.
+pub(crate) const LISTEN_BACKLOG: c_int = 1024;
+
+/// Creates a non-blocking, close-on-exec TCP listener on `addr` (`SO_REUSEADDR`, backlog
+/// [`LISTEN_BACKLOG`]). The returned std listener owns the fd.
+pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let fd = new_stream_socket(domain)?;
+    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
+    // listener's drop, also on the error paths below.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let one: c_int = 1;
+    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &one as *const c_int as *const libc::c_void,
+        mem::size_of::<c_int>() as libc::socklen_t
+    ))?;
+    let mut storage = zeroed_storage();
+    let len = socket_addr_to_raw(&addr, &mut storage);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
+    syscall!(bind(
+        fd,
+        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+        len
+    ))?;
+    // SAFETY: no pointers are passed.
+    syscall!(listen(fd, LISTEN_BACKLOG))?;
+    Ok(listener)
+}
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+))]
+fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: no pointers are passed.
+    syscall!(socket(domain, ty, 0))
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+)))]
+fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
+    // SAFETY: no pointers are passed.
+    let fd = syscall!(socket(domain, libc::SOCK_STREAM, 0))?;
+    if let Err(e) = set_cloexec_nonblocking(fd) {
+        // SAFETY: `fd` was just created here and is not used after this.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+)))]
+fn set_cloexec_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: no pointers are passed.
+    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    // SAFETY: no pointers are passed.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    // SAFETY: no pointers are passed.
+    syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Accepts one pending connection of a non-blocking listener. The new socket is non-blocking
+/// and close-on-exec from the start (`accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC` where it
+/// exists) and gets [`prepare_stream`]. Errors are `accept`'s (`WouldBlock` when nothing is
+/// pending, `EMFILE`/`ENFILE` when descriptors ran out: see [`Reserve`]).
+pub(crate) fn accept_stream(listener: RawFd) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut storage = zeroed_storage();
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let fd = accept_raw(listener, &mut storage, &mut len)?;
+    // SAFETY: `fd` was just accepted and nothing else owns it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let from = raw_to_socket_addr(&storage, len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "accepted a connection of an unknown address family",
+        )
+    })?;
+    prepare_stream(fd);
+    Ok((stream, from))
+}
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+))]
+fn accept_raw(
+    listener: RawFd,
+    storage: &mut libc::sockaddr_storage,
+    len: &mut libc::socklen_t,
+) -> io::Result<RawFd> {
+    // SAFETY: `storage` is a writable sockaddr_storage of the size in `len`; both outlive the
+    // call.
+    syscall!(accept4(
+        listener,
+        storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
+        len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+    ))
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+)))]
+fn accept_raw(
+    listener: RawFd,
+    storage: &mut libc::sockaddr_storage,
+    len: &mut libc::socklen_t,
+) -> io::Result<RawFd> {
+    // SAFETY: as above.
+    let fd = syscall!(accept(
+        listener,
+        storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
+        len
+    ))?;
+    if let Err(e) = set_cloexec_nonblocking(fd) {
+        // SAFETY: `fd` was just accepted here and is not used after this.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// What every stream socket gets, accepted or connected: `TCP_NODELAY` (and, where sends
+/// cannot say `MSG_NOSIGNAL`, `SO_NOSIGPIPE`). Best effort: a socket the peer already reset
+/// may refuse options, and its first read reports that.
+pub(crate) fn prepare_stream(fd: RawFd) {
+    let _ = set_nodelay(fd);
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        let one: c_int = 1;
+        // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
+        let _ = syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            &one as *const c_int as *const libc::c_void,
+            mem::size_of::<c_int>() as libc::socklen_t
+        ));
+    }
+}
+
+/// Sets `TCP_NODELAY`: game traffic is small and latency-bound.
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let one: c_int = 1;
+    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        &one as *const c_int as *const libc::c_void,
+        mem::size_of::<c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+const SEND_FLAGS: c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+const SEND_FLAGS: c_int = libc::MSG_DONTWAIT; // SO_NOSIGPIPE is set by prepare_stream
+
+/// One send of `buf` on a stream socket that never blocks and never raises `SIGPIPE`
+/// (`MSG_NOSIGNAL | MSG_DONTWAIT`). Returns how many bytes the kernel took; `WouldBlock` when
+/// it took none; `Interrupted` is retried.
+pub(crate) fn send_stream_bytes(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+        match syscall!(send(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            SEND_FLAGS
+        )) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True for `accept`'s "out of descriptors" errors (`EMFILE`, `ENFILE`).
+pub(crate) fn is_out_of_fds(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// One descriptor kept open (on `/dev/null`) for the moment the process runs out: closing it
+/// frees exactly one slot, enough to accept the connection at the head of the backlog and
+/// close it at once, so that a listener under `EMFILE` sheds its backlog instead of staying
+/// ready forever (the busy loop level-triggered waits fall into) or stranding it (edges).
+pub(crate) struct Reserve {
+    file: Option<File>,
+}
+
+/// What [`Reserve::shed`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// One pending connection was accepted into the reserve's slot and closed.
+    One,
+    /// Nothing was pending any more.
+    Nothing,
+    /// No descriptor could be freed (the reserve is gone and cannot be reopened, or the slot
+    /// was taken by another thread first): the caller stops accepting for now.
+    Failed,
+}
+
+impl Reserve {
+    /// Opens the reserve (it is retried later when this fails).
+    pub(crate) fn new() -> Reserve {
+        Reserve {
+            file: File::open("/dev/null").ok(),
+        }
+    }
+
+    /// Sheds one pending connection of `listener` through the reserve's slot, then takes the
+    /// slot back.
+    pub(crate) fn shed(&mut self, listener: RawFd) -> Shed {
+        if self.file.is_none() {
+            // Retry an earlier failure: descriptors may be free again.
+            self.file = File::open("/dev/null").ok();
+        }
+        if self.file.take().is_none() {
+            return Shed::Failed;
+        }
+        let result = match accept_stream(listener) {
+            Ok((stream, _)) => {
+                drop(stream);
+                Shed::One
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Shed::Nothing,
+            Err(_) => Shed::Failed,
+        };
+        self.file = File::open("/dev/null").ok();
+        result
+    }
 }
 
 #[cfg(test)]

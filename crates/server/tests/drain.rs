@@ -100,10 +100,8 @@ fn sigterm_drains_and_exits_zero_once_everyone_left() {
 
     // Everyone leaves: the drain ends (the grace is an hour) and the process exits 0.
     for bot in swarm.bots.iter_mut() {
-        let socket = &bot.socket;
-        bot.client.disconnect(&mut |to, b| {
-            let _ = socket.send_to(b, to);
-        });
+        let link = &mut bot.link;
+        bot.client.disconnect(&mut |to, b| link.send(to, b));
     }
     wait_log(&server, &["drain finished", "everyone_left"]);
     let status = server.wait(GUARD);

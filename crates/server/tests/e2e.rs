@@ -119,7 +119,12 @@ fn play_on_every_backend() {
         }
         // Tag's default coins are max_players / 2: 1024 at the default 2048 slots, which a
         // debug build cannot step in 16 ms. 64 slots (32 coins) is plenty for 20 bots.
-        play_on(model.as_str(), "tag", Transport::Udp, &["--max-players", "64"]);
+        play_on(
+            model.as_str(),
+            "tag",
+            Transport::Udp,
+            &["--max-players", "64"],
+        );
     }
 }
 

@@ -46,10 +46,8 @@ fn record(game: &str) -> std::path::PathBuf {
     // A few leave mid-run (leaves are recorded too); the others play on.
     let mut leavers = swarm.bots.split_off(n - 3);
     for bot in &mut leavers {
-        let socket = &bot.socket;
-        bot.client.disconnect(&mut |to, b| {
-            let _ = socket.send_to(b, to);
-        });
+        let link = &mut bot.link;
+        bot.client.disconnect(&mut |to, b| link.send(to, b));
     }
     // The others play on: until each has seen more than 60 ticks (one snapshot a tick), so
     // the recording holds more than 60 ticks however slow the machine.

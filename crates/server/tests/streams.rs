@@ -81,7 +81,8 @@ fn garbage_oversized_and_plain_http_are_closed_while_bots_play() {
         .unwrap();
     // A plain HTTP request: answered with an error, then closed.
     let mut http = TcpStream::connect(server.game_addr).unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
 
     swarm.run(Duration::from_millis(50), true, &mut |_| false);
     // The unmasked frame after the 101 (read the response first so both are in order).
@@ -129,7 +130,10 @@ fn a_connection_that_never_authenticates_is_closed_on_time() {
         read_until_closed(&mut chatter);
     });
     while !waiter.is_finished() {
-        assert!(opened.elapsed() < GUARD, "never-authenticating clients not closed");
+        assert!(
+            opened.elapsed() < GUARD,
+            "never-authenticating clients not closed"
+        );
         swarm.run(Duration::from_millis(20), true, &mut |_| false);
     }
     waiter.join().unwrap();

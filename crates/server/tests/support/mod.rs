@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tickwire_client::{GameClient, GameEvent, Now};
-use tickwire_stream::{ClientConn, Limits};
 use tickwire_netcode::{generate_connect_token, TokenParams, USER_DATA_BYTES};
+use tickwire_stream::{ClientConn, Limits};
 
 pub const PROTOCOL_ID: u64 = 0x7469_636b_7769_7265;
 
@@ -375,9 +375,8 @@ impl Link {
                         Ok(0) => *closed = true,
                         Ok(n) => {
                             let mut reply = Vec::new();
-                            let r = codec.feed(&buf[..n], &mut reply, &mut |p| {
-                                packets.push(p.to_vec())
-                            });
+                            let r = codec
+                                .feed(&buf[..n], &mut reply, &mut |p| packets.push(p.to_vec()));
                             out.extend_from_slice(&reply);
                             if r.is_err() {
                                 *closed = true;
@@ -536,9 +535,7 @@ impl Swarm {
                 for packet in &packets {
                     let mut events = Vec::new();
                     bot.client
-                        .handle_packet(now, server, packet, &mut tx, &mut |e| {
-                            events.push(e)
-                        });
+                        .handle_packet(now, server, packet, &mut tx, &mut |e| events.push(e));
                     for e in events {
                         match e {
                             GameEvent::Snapshot(s) => {
