@@ -48,7 +48,7 @@ fn udp_client_connects_sends_inputs_and_disconnects() {
         });
         let mut buf = [0u8; 1500];
         while !stop2.load(Ordering::Relaxed) {
-            let mut tx = |to, b: &[u8]| {
+            let mut tx = |to: tickwire_netcode::Peer, b: &[u8]| {
                 let _ = socket.send_to(b, to.addr);
             };
             if let Ok((n, from)) = socket.recv_from(&mut buf) {
