@@ -160,6 +160,8 @@ pub(crate) struct Epoll {
     events: Box<[libc::epoll_event]>,
     max_events: usize,
     max_connections: usize,
+    /// `SO_SNDBUF` for stream sockets.
+    socket_send_bytes: usize,
     stream_send_bytes: usize,
     buffer_bytes: usize,
     rx: RecvBatch,
@@ -200,6 +202,7 @@ impl Epoll {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; events_len].into_boxed_slice(),
             max_events: cfg.max_events,
             max_connections: cfg.max_connections,
+            socket_send_bytes: cfg.stream_socket_send_bytes,
             stream_send_bytes: cfg.stream_send_bytes,
             buffer_bytes: cfg.socket_buffer_bytes,
             rx: RecvBatch::new(cfg.max_events.min(RECV_BATCH_MAX), cfg.max_datagram),
@@ -424,6 +427,7 @@ impl Epoll {
                         self.stats.accepts_over_limit += 1;
                         return ONE_MORE;
                     }
+                    sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
                     return match self.add_conn(stream) {
                         Ok(conn) => {
                             self.stats.accepted += 1;
@@ -732,6 +736,7 @@ impl Backend for Epoll {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nonblocking(true)?;
         sys::prepare_stream(stream.as_raw_fd());
+        sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
         self.add_conn(stream)
     }
 

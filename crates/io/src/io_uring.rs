@@ -596,6 +596,8 @@ pub(crate) struct IoUringBackend {
     /// Buffers of the stream receive ring.
     stream_bufs: usize,
     max_connections: usize,
+    /// `SO_SNDBUF` for stream sockets.
+    socket_send_bytes: usize,
     /// Drop is tearing the ring down: no new request is queued.
     closing: bool,
     /// Stream receives ended by an empty stream buffer ring, for tests.
@@ -724,6 +726,7 @@ impl IoUringBackend {
             stream_read_bytes: cfg.stream_read_bytes.min(u32::MAX as usize),
             stream_bufs: stream_buf_count(cfg),
             max_connections: cfg.max_connections.min(CONN_INDEX_LIMIT),
+            socket_send_bytes: cfg.stream_socket_send_bytes,
             closing: false,
             stream_ring_exhausted: 0,
             short_writes: 0,
@@ -1402,6 +1405,7 @@ impl IoUringBackend {
             }
         };
         let _ = stream.set_nodelay(true);
+        crate::sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
         match self.register(stream) {
             Ok(conn) => {
                 self.stats.accepted += 1;
@@ -1715,6 +1719,7 @@ impl Backend for IoUringBackend {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
+        crate::sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
         self.register(stream)
     }
 

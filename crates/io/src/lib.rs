@@ -319,6 +319,12 @@ pub struct Config {
     /// Most bytes one [`Event::Stream`] lends (the size of the backend's stream read buffer,
     /// default 16 KiB). Must be at least 1.
     pub stream_read_bytes: usize,
+    /// `SO_SNDBUF` requested for every stream socket (default 64 KiB; the kernel doubles it
+    /// for its bookkeeping; 0 leaves the kernel's default and its autotuning, which on Linux
+    /// lets one connection hold up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default). This
+    /// bounds the kernel memory a slow reader can pin, and with [`Config::stream_send_bytes`]
+    /// how far behind a client may fall before its sends are refused.
+    pub stream_socket_send_bytes: usize,
     /// Most stream connections open at once, accepted and connected together (default 10,000).
     /// A connection accepted beyond it is closed at once and counted in
     /// [`IoStats::accepts_over_limit`]; [`Backend::connect`] beyond it fails.
@@ -334,6 +340,7 @@ impl Default for Config {
             socket_buffer_bytes: 4 * 1024 * 1024,
             stream_send_bytes: 64 * 1024,
             stream_read_bytes: 16 * 1024,
+            stream_socket_send_bytes: 64 * 1024,
             max_connections: 10_000,
         }
     }

@@ -390,6 +390,22 @@ pub(crate) fn prepare_stream(fd: RawFd) {
     }
 }
 
+/// Sets `SO_SNDBUF` on a stream socket (`0`: leaves the kernel's default). Best effort.
+pub(crate) fn set_send_buffer(fd: RawFd, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let value = bytes.min(c_int::MAX as usize) as c_int;
+    // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
+    let _ = syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        &value as *const c_int as *const libc::c_void,
+        mem::size_of::<c_int>() as libc::socklen_t
+    ));
+}
+
 /// Sets `TCP_NODELAY`: game traffic is small and latency-bound.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     let one: c_int = 1;
