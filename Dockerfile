@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Tickwire dedicated server image.
 #   docker build -t tickwire .
-#   docker run --rm -p 7777:7777/udp -p 9464:9464 tickwire
+#   docker run --rm -p 7777:7777/udp -p 7777:7777/tcp -p 9464:9464 tickwire
 # io_uring is blocked by Docker 25+/containerd 2.0 default seccomp profiles; the server then logs
 # why and uses epoll. To allow it: --security-opt seccomp=config/docker/seccomp-io-uring.json
 

@@ -224,9 +224,9 @@ if yaml:
     if fleet["spec"]["template"]["spec"] != spec:
         err("agones: fleet.yaml template.spec differs from gameserver.yaml spec")
     game = [p for p in spec["ports"] if p["name"] == "game"]
-    if not game or game[0].get("containerPort") != 7777 or game[0].get("protocol") != "UDP" \
+    if not game or game[0].get("containerPort") != 7777 or game[0].get("protocol") != "TCPUDP" \
             or game[0].get("portPolicy") != "Dynamic":
-        err("agones: port 'game' must be Dynamic, containerPort 7777, UDP")
+        err("agones: port 'game' must be Dynamic, containerPort 7777, TCPUDP")
     if spec["health"]["periodSeconds"] <= 2:
         err("agones: health.periodSeconds must exceed the server's 2 s Health() interval")
     container = [c for c in spec["template"]["spec"]["containers"] if c["name"] == spec["container"]]
