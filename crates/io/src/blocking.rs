@@ -811,6 +811,7 @@ fn accept_loop(shared: &Shared, listener: &TcpListener, id: SocketId) {
 }
 
 /// What the accept thread does after an accept error.
+#[cfg_attr(not(unix), allow(dead_code))] // only unix has the reserve descriptor
 enum AfterError {
     /// Accept this connection (the reserve descriptor found descriptors free again).
     Accept(TcpStream, SocketAddr),
