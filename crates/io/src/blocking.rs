@@ -24,16 +24,18 @@
 //!
 //! * The **accept thread** accepts on the listener set non-blocking, and parks for at most
 //!   10 ms when there is nothing to accept, so dropping the backend (which unparks it) stops it
-//!   at once, with no self-connection needed (that would fail for an address the host cannot
-//!   reach itself on, leaving the thread and its listener behind). The cost: an idle listener
-//!   wakes 100 times a second, and a connection arriving on an idle listener waits up to 10 ms.
-//!   Beyond the limit a connection is closed at once ([`IoStats::accepts_over_limit`]).
-//!   Admitted connections go into the bounded stream queue, and the next poll registers them
-//!   (connection table slot, threads) and delivers [`Event::Accepted`]. On unix, `EMFILE` and
-//!   `ENFILE` are met with a reserve descriptor like the select backend's (closed to accept and
-//!   close the pending connection, then reopened; [`IoStats::accepts_shed`]). When that finds
-//!   nothing pending the thread parks 10 ms: Linux answers `EMFILE` before it looks at the
-//!   backlog, so an accept loop would spin for as long as descriptors are short.
+//!   at once. Unblocking a blocking accept by connecting to the listener instead can stall or
+//!   fail (a full backlog, local firewall rules), which would leave the thread and its listener
+//!   behind. The cost: an idle listener wakes 100 times a second, and a connection arriving on
+//!   an idle listener waits up to 10 ms. Beyond the limit a connection is closed at once
+//!   ([`IoStats::accepts_over_limit`]). Admitted connections go into the stream queue, and the
+//!   poll that takes one registers it (connection table slot, the two threads spawned) and
+//!   delivers [`Event::Accepted`]: thread spawns and their buffers are the per-connection
+//!   allocations this model adds, paid in the poll, at most `max_events` per poll. On unix,
+//!   `EMFILE` and `ENFILE` are met with a reserve descriptor like the select backend's (closed
+//!   to accept and close the pending connection, then reopened; [`IoStats::accepts_shed`]).
+//!   When that finds nothing pending the thread parks 10 ms: Linux answers `EMFILE` before it
+//!   looks at the backlog, so an accept loop would spin for as long as descriptors are short.
 //! * The **reader thread** does blocking reads of up to `stream_read_bytes` into its own
 //!   buffer and copies each read into the shared stream queue, which is bounded in bytes
 //!   (`max(4 * stream_read_bytes, 256 KiB)`) and in reads (4096). When it is full the reader
