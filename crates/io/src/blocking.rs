@@ -54,14 +54,17 @@
 //!   Writes could not instead be non-blocking on a second handle: `O_NONBLOCK` belongs to the
 //!   open file description that every handle of the socket shares, so the reader's blocking
 //!   reads would turn into `EAGAIN` spins. The socket carries a 50 ms write timeout
-//!   (`SO_SNDTIMEO` concerns writes only) so that a writer blocked on a slow reader notices a
-//!   close. A write error ends the writer; it shuts the socket down, and the reader reports
-//!   `Closed` with the write's error, behind the bytes it had read.
+//!   (`SO_SNDTIMEO` concerns writes only; a timed-out write reports what it wrote) so that a
+//!   writer blocked on a slow reader notices a close. Not on Windows: Winsock leaves a socket
+//!   whose send timed out in an undefined state, so there the timeout is 10 s and fails the
+//!   connection (a peer that takes nothing for 10 s is treated as gone). A write error ends
+//!   the writer; it shuts the socket down, and the reader reports `Closed` with the write's
+//!   error, behind the bytes it had read.
 //!
 //! Closing: [`Backend::close`] (and dropping the backend) marks the connection closed, takes
 //! it out of the table and of [`Backend::stream_queued`], and wakes both threads; nothing they
 //! do afterwards produces an event. The writer, once its current write ends (at most 50 ms
-//! later), switches the socket to non-blocking (the reader is leaving too), makes one write
+//! later; on Windows, 10 s), switches the socket to non-blocking (the reader is leaving too), makes one write
 //! attempt of what is still queued, and shuts the socket down with `Shutdown::Both`, which
 //! makes the reader's blocked read return; the descriptor is closed when both threads have
 //! ended. Dropping the backend shuts every connection down itself and joins every thread
@@ -112,7 +115,12 @@ const STREAM_STACK_BYTES: usize = 128 * 1024;
 const ACCEPT_PARK: Duration = Duration::from_millis(10);
 /// Write timeout of every connection: how often a writer blocked on a slow reader looks at
 /// whether the connection was closed.
+#[cfg(unix)]
 const WRITE_TICK: Duration = Duration::from_millis(50);
+/// Winsock leaves a socket whose send timed out in an undefined state (part of the data may
+/// have gone, uncounted), so there a write timeout fails the connection: it must be long.
+#[cfg(not(unix))]
+const WRITE_TICK: Duration = Duration::from_secs(10);
 /// Read timeout of every connection where a shutdown may not wake a blocked read.
 #[cfg(not(unix))]
 const READ_TICK: Duration = Duration::from_millis(250);
@@ -944,7 +952,12 @@ fn write_loop(shared: &Shared, link: &Link, chunk_max: usize) {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    // The write tick: a slow reader. Give up the chunk if the backend closed.
+                    // The write tick: a slow reader. Winsock does not say how much of a timed
+                    // out send went out, so there the connection cannot go on.
+                    if cfg!(not(unix)) {
+                        return write_failed(link, e.kind());
+                    }
+                    // Give up the chunk if the backend closed.
                     if link.closed.load(Ordering::Acquire) {
                         break 'chunks;
                     }

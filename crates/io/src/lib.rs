@@ -115,8 +115,8 @@
 //!   [`Backend::stream_queued`] and frees [`Backend::send_capacity`] at the next poll or flush.
 //!   Reads wait in one bounded queue; while it is full the readers stop reading and TCP flow
 //!   control slows the peers. [`Backend::close`]'s one write attempt is made by the writer,
-//!   within 50 ms, and the socket is closed once both threads have ended; dropping the
-//!   backend joins every thread.
+//!   within 50 ms (10 s on Windows), and the socket is closed once both threads have ended;
+//!   dropping the backend joins every thread.
 //!
 //! # Test hook
 //!
