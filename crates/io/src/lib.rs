@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | [`Model::IoUring`] | `io_uring` | Linux 6.0+ (multishot recvmsg, provided buffer rings) |
 //! | [`Model::Epoll`] | `epoll` | Linux |
-//! | [`Model::Select`] | `select` | every unix |
-//! | [`Model::Blocking`] | `blocking` | everywhere (pure std, one helper thread per socket) |
+//! | [`Model::Select`] | `select` | every unix (descriptors below `FD_SETSIZE` only) |
+//! | [`Model::Blocking`] | `blocking` | everywhere (pure std; threads: one per UDP socket and listener, two per connection; at most 512 connections) |
 //! | [`Model::Kqueue`], [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
 //!
 //! # The contract
@@ -159,6 +159,32 @@
 //! }
 //! assert_eq!(got, vec![(b, b"ping".to_vec())]);
 //! ```
+//!
+//! # select and blocking
+//!
+//! The portable models keep the same contract, streams included, with these differences (the
+//! modules' own docs have the details):
+//!
+//! * `select` can only watch descriptors below `FD_SETSIZE` (1024 on Linux).
+//!   [`Backend::bind`], [`Backend::listen`] and [`Backend::connect`] fail with `InvalidInput`
+//!   for a higher one, and a connection accepted with one is closed at once and counted in
+//!   [`IoStats::accepts_refused`] (this crate has no logger: the server logs the counters).
+//!   Connections holding bytes the kernel did not take at the flush are in the write set and
+//!   written during polls. Ready sockets, listeners and connections share the budget in one
+//!   rotating order; after a poll whose budget ran out, the next starts right after the
+//!   descriptor it was cut on.
+//! * `blocking` spends threads instead of a wait: one per UDP socket, one per listener (it
+//!   accepts on a non-blocking listener and parks up to 10 ms when there is nothing to accept,
+//!   so a connection may wait that long), and a reader and a writer per connection. Threads
+//!   are its cost, so it serves at most 512 connections: its limit is
+//!   `min(`[`Config::max_connections`]`, 512)`. Its connections' sockets are blocking (the
+//!   threads do the waiting). [`Backend::flush`] hands new bytes to the writers rather than to
+//!   the kernel ([`FlushReport::stream_bytes`] counts those); what the writers wrote leaves
+//!   [`Backend::stream_queued`] and frees [`Backend::send_capacity`] at the next poll or flush.
+//!   Reads wait in one bounded queue; while it is full the readers stop reading and TCP flow
+//!   control slows the peers. [`Backend::close`]'s one write attempt is made by the writer,
+//!   within 50 ms (10 s on Windows), and the socket is closed once both threads have ended;
+//!   dropping the backend joins every thread.
 //!
 //! # Test hook
 //!
@@ -1008,6 +1034,7 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
 }
 
 /// Temporary: the stream half of a backend that has not been built yet.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // select and blocking serve streams
 pub(crate) fn streams_not_built(model: Model) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
