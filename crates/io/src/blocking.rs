@@ -151,6 +151,9 @@ pub(crate) struct Blocking {
     socket_buffer_bytes: usize,
     stream_read_bytes: usize,
     stream_send_bytes: usize,
+    /// `SO_SNDBUF` for stream sockets (unix; std has no portable setter).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    socket_send_bytes: usize,
     /// Datagrams taken out of the ring, lent to the callback.
     batch_bytes: Box<[u8]>,
     batch: Vec<Meta>,
@@ -264,6 +267,7 @@ impl Blocking {
             socket_buffer_bytes: cfg.socket_buffer_bytes,
             stream_read_bytes: cfg.stream_read_bytes,
             stream_send_bytes: cfg.stream_send_bytes,
+            socket_send_bytes: cfg.stream_socket_send_bytes,
             batch_bytes: vec![0u8; batch * cfg.max_datagram].into_boxed_slice(),
             batch: Vec::with_capacity(batch),
             taken: Vec::with_capacity(TAKE_BATCH_MAX),
@@ -363,6 +367,11 @@ impl Blocking {
             .set_nonblocking(false) // accepted sockets inherit O_NONBLOCK on some platforms
             .and_then(|()| stream.set_nodelay(true))
             .and_then(|()| stream.set_write_timeout(Some(WRITE_TICK)));
+        #[cfg(unix)]
+        crate::sys::set_send_buffer(
+            std::os::unix::io::AsRawFd::as_raw_fd(&stream),
+            self.socket_send_bytes,
+        );
         #[cfg(not(unix))]
         let setup = setup.and_then(|()| stream.set_read_timeout(Some(READ_TICK)));
         if let Err(e) = setup {

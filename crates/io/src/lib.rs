@@ -209,7 +209,6 @@ use std::time::{Duration, Instant};
 mod sys;
 
 mod blocking;
-#[allow(dead_code)] // temporary: the stream halves of the backends use it next
 mod conns;
 #[cfg(target_os = "linux")]
 mod epoll;
@@ -1031,15 +1030,6 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
             "the open-file limit is a unix notion",
         ))
     }
-}
-
-/// Temporary: the stream half of a backend that has not been built yet.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // select and blocking serve streams
-pub(crate) fn streams_not_built(model: Model) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("the {} backend does not serve streams yet", model),
-    )
 }
 
 /// Time left until `deadline`, zero if it has passed.

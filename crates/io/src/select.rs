@@ -86,6 +86,8 @@ pub(crate) struct Select {
     /// The shared stream read buffer (`stream_read_bytes`).
     stream_buf: Box<[u8]>,
     stream_send_bytes: usize,
+    /// `SO_SNDBUF` for stream sockets.
+    socket_send_bytes: usize,
     max_connections: usize,
     /// Bytes queued in every connection's send buffer together.
     queued: usize,
@@ -166,6 +168,7 @@ impl Select {
             rotate: 0,
             stream_buf: vec![0u8; cfg.stream_read_bytes].into_boxed_slice(),
             stream_send_bytes: cfg.stream_send_bytes,
+            socket_send_bytes: cfg.stream_socket_send_bytes,
             max_connections: cfg.max_connections,
             queued: 0,
             failed: Vec::new(),
@@ -358,6 +361,7 @@ impl Select {
                 self.stats.accept_errors += 1;
                 continue;
             }
+            sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
             let conn = insert_conn(
                 &mut self.conns,
                 &mut self.conn_slots,
@@ -688,6 +692,7 @@ impl Backend for Select {
         check_fd(stream.as_raw_fd())?; // on error `stream` is dropped and closed here
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
+        sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
         Ok(insert_conn(
             &mut self.conns,
             &mut self.conn_slots,

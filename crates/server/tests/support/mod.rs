@@ -272,7 +272,7 @@ pub enum Link {
     Udp(UdpSocket),
     Stream {
         stream: TcpStream,
-        codec: ClientConn,
+        codec: Box<ClientConn>,
         /// Framed bytes the socket has not taken yet.
         out: Vec<u8>,
         /// The server closed the connection (EOF, reset, or a close frame).
@@ -307,7 +307,7 @@ impl Link {
                 stream.set_nonblocking(true).unwrap();
                 let mut link = Link::Stream {
                     stream,
-                    codec,
+                    codec: Box::new(codec),
                     out,
                     closed: false,
                 };
