@@ -324,6 +324,10 @@ pub fn run(params: RunParams) -> anyhow::Result<RunSummary> {
             let mut wait_events = 0;
             if until > now {
                 let (waited, events) = net.wait(until, &mut server, &at)?;
+                if events > 0 {
+                    // Answer what woke us (handshakes) now rather than at the drain point.
+                    net.backend_mut().flush()?;
+                }
                 // Only real waits are samples: with io.timeout_ms = 0 the loop never waits,
                 // and a sample per spin would flood the histogram between upkeeps.
                 metrics.io_wait_ms.record(ms(waited));
