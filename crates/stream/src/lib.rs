@@ -32,6 +32,17 @@
 //! The client side is [`ClientConn`] (TCP framing, or the WebSocket client: the request from
 //! [`ws_client_request`], the `101` and its accept hash checked, masked frames out).
 //!
+//! # Why not tungstenite
+//!
+//! tungstenite (the well-kept Rust WebSocket crate) drives a `Read + Write` stream it owns: its
+//! non-blocking mode surfaces `WouldBlock` from inside its own buffering, it allocates a
+//! message per frame, and its handshake wants the whole stream. Tickwire's backends own the
+//! sockets and lend bytes per event (io_uring lends ring buffers), so the codec must be fed
+//! bytes and hand back bytes, with a bound on what it holds. What is left to write by hand is
+//! small and fully specified (RFC 6455 §4.2 handshake checks, §5 framing), tested against the
+//! RFC's examples and fuzzed; the hash is `sha1_smol` and base64 the `base64` crate, so no
+//! cryptography or encoding is hand-written.
+//!
 //! Nothing here reads a clock or a socket: a connection that never finishes its handshake is
 //! the caller's to time out. Memory per connection is bounded by [`Limits`] whatever the
 //! input: the reassembly buffer holds at most one frame of `max_packet` bytes (or, before
