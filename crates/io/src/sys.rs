@@ -10,7 +10,7 @@ use std::net::{
     Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::raw::c_int;
-use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::io::{FromRawFd, RawFd};
 
 /// Calls a libc function and turns its `-1` return into `io::Error::last_os_error()` (mio's
 /// macro). Every call site carries a `// SAFETY:` comment for the pointers it passes.
@@ -133,23 +133,38 @@ pub(crate) fn zeroed_storage() -> libc::sockaddr_storage {
 /// Creates a non-blocking, close-on-exec UDP socket bound to `addr`, with `SO_RCVBUF` and
 /// `SO_SNDBUF` requested at `buffer_bytes` (best effort). The returned std socket owns the fd.
 pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let socket = new_udp_socket(domain)?;
-    set_buffer_sizes(socket.as_raw_fd(), buffer_bytes);
-    let mut storage = zeroed_storage();
-    let len = socket_addr_to_raw(&addr, &mut storage);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
-    syscall!(bind(
-        socket.as_raw_fd(),
-        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-        len
-    ))?;
+    let fd = new_socket(domain_of(&addr), libc::SOCK_DGRAM)?;
+    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
+    // socket's drop, also on the error path below.
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    set_buffer_sizes(fd, buffer_bytes);
+    bind_addr(fd, &addr)?;
     Ok(socket)
 }
 
+/// The address family of `addr`.
+fn domain_of(addr: &SocketAddr) -> c_int {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+/// Binds `fd` to `addr`.
+fn bind_addr(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let mut storage = zeroed_storage();
+    let len = socket_addr_to_raw(addr, &mut storage);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
+    syscall!(bind(
+        fd,
+        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+        len
+    ))?;
+    Ok(())
+}
+
+/// A new non-blocking, close-on-exec socket of `domain` and `ty` (`SOCK_DGRAM`, `SOCK_STREAM`),
+/// with both flags given to `socket` itself where it takes them. The caller owns the fd.
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -159,12 +174,10 @@ pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpS
     target_os = "openbsd",
     target_os = "illumos"
 ))]
-fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
-    let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+fn new_socket(domain: c_int, ty: c_int) -> io::Result<RawFd> {
+    let ty = ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, ty, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it.
-    Ok(unsafe { UdpSocket::from_raw_fd(fd) })
+    syscall!(socket(domain, ty, 0))
 }
 
 #[cfg(not(any(
@@ -176,16 +189,54 @@ fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
     target_os = "openbsd",
     target_os = "illumos"
 )))]
-fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
+fn new_socket(domain: c_int, ty: c_int) -> io::Result<RawFd> {
     // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, libc::SOCK_DGRAM, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
-    // UdpSocket's drop, also on the error paths below.
-    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+    let fd = syscall!(socket(domain, ty, 0))?;
+    cloexec_nonblocking(fd)
+}
+
+/// Makes `fd`, just created or accepted by the caller, close-on-exec and non-blocking; on an
+/// error it is closed. Where `socket` and `accept4` cannot set both flags themselves.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos"
+)))]
+fn cloexec_nonblocking(fd: RawFd) -> io::Result<RawFd> {
+    let set = || -> io::Result<()> {
+        // SAFETY: no pointers are passed.
+        syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+        // SAFETY: no pointers are passed.
+        let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+        // SAFETY: no pointers are passed.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        Ok(())
+    };
+    match set() {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            // SAFETY: `fd` is the caller's new descriptor, which it does not use after an error.
+            unsafe { libc::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+/// Sets an integer socket option (`SOL_SOCKET`/`IPPROTO_TCP` options).
+fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        &value as *const c_int as *const libc::c_void,
+        mem::size_of::<c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
 }
 
 /// Requests `SO_RCVBUF` and `SO_SNDBUF` of `bytes`; errors are ignored (the kernel caps the
@@ -193,14 +244,7 @@ fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
 pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
     let value = bytes.min(c_int::MAX as usize) as c_int;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            &value as *const c_int as *const libc::c_void,
-            mem::size_of::<c_int>() as libc::socklen_t
-        ));
+        let _ = set_int_option(fd, libc::SOL_SOCKET, opt, value);
     }
 }
 
@@ -215,88 +259,15 @@ pub(crate) const LISTEN_BACKLOG: c_int = 1024;
 /// Creates a non-blocking, close-on-exec TCP listener on `addr` (`SO_REUSEADDR`, backlog
 /// [`LISTEN_BACKLOG`]). The returned std listener owns the fd.
 pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let fd = new_stream_socket(domain)?;
+    let fd = new_socket(domain_of(&addr), libc::SOCK_STREAM)?;
     // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
     // listener's drop, also on the error paths below.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let one: c_int = 1;
-    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-    syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &one as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ))?;
-    let mut storage = zeroed_storage();
-    let len = socket_addr_to_raw(&addr, &mut storage);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
-    syscall!(bind(
-        fd,
-        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-        len
-    ))?;
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    bind_addr(fd, &addr)?;
     // SAFETY: no pointers are passed.
     syscall!(listen(fd, LISTEN_BACKLOG))?;
     Ok(listener)
-}
-
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-))]
-fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: no pointers are passed.
-    syscall!(socket(domain, ty, 0))
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-)))]
-fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
-    // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, libc::SOCK_STREAM, 0))?;
-    if let Err(e) = set_cloexec_nonblocking(fd) {
-        // SAFETY: `fd` was just created here and is not used after this.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-)))]
-fn set_cloexec_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    // SAFETY: no pointers are passed.
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
-    Ok(())
 }
 
 /// Accepts one pending connection of a non-blocking listener. The new socket is non-blocking
@@ -363,12 +334,7 @@ fn accept_raw(
         storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
         len
     ))?;
-    if let Err(e) = set_cloexec_nonblocking(fd) {
-        // SAFETY: `fd` was just accepted here and is not used after this.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
+    cloexec_nonblocking(fd)
 }
 
 /// What every stream socket gets, accepted or connected: `TCP_NODELAY` (and, where sends
@@ -377,17 +343,7 @@ fn accept_raw(
 pub(crate) fn prepare_stream(fd: RawFd) {
     let _ = set_nodelay(fd);
     #[cfg(any(target_os = "macos", target_os = "ios"))]
-    {
-        let one: c_int = 1;
-        // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_NOSIGPIPE,
-            &one as *const c_int as *const libc::c_void,
-            mem::size_of::<c_int>() as libc::socklen_t
-        ));
-    }
+    let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1);
 }
 
 /// Sets `SO_SNDBUF` on a stream socket (`0`: leaves the kernel's default). Best effort.
@@ -396,28 +352,12 @@ pub(crate) fn set_send_buffer(fd: RawFd, bytes: usize) {
         return;
     }
     let value = bytes.min(c_int::MAX as usize) as c_int;
-    // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
-    let _ = syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUF,
-        &value as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ));
+    let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, value);
 }
 
 /// Sets `TCP_NODELAY`: game traffic is small and latency-bound.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let one: c_int = 1;
-    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-    syscall!(setsockopt(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        &one as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 #[cfg(not(any(target_os = "macos", target_os = "ios")))]
@@ -503,6 +443,7 @@ impl Reserve {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::io::AsRawFd;
 
     #[test]
     fn sockaddr_round_trip() {
