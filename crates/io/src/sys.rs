@@ -397,47 +397,77 @@ pub(crate) struct Reserve {
     file: Option<File>,
 }
 
-/// What [`Reserve::shed`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Reserve::shed`] did. Only [`Shed::Nothing`] means the backlog is empty.
+#[derive(Debug)]
 pub(crate) enum Shed {
     /// One pending connection was accepted into the reserve's slot and closed.
     One,
-    /// Nothing was pending any more.
+    /// The reserve reopened while the connection accepted into its slot was still open:
+    /// descriptors were freed meanwhile, so the connection is kept, as [`accept_stream`]
+    /// returns it (the caller hands it up as a normal accept).
+    Kept(TcpStream, SocketAddr),
+    /// Nothing was pending (Linux answers `EMFILE` before it looks at the backlog).
     Nothing,
-    /// No descriptor could be freed (the reserve is gone and cannot be reopened, or the slot
-    /// was taken by another thread first): the caller stops accepting for now.
+    /// The accept with the freed descriptor failed otherwise (the connection was aborted, or
+    /// another thread took the descriptor first); the reserve is held again. Connections may
+    /// still be pending: the caller stops accepting for now.
     Failed,
+    /// No reserve: it was gone and could not be reopened, or it was given up and could not be
+    /// taken back. Descriptors are short; the caller stops accepting until [`Reserve::held`].
+    NoReserve,
 }
 
 impl Reserve {
-    /// Opens the reserve (it is retried later when this fails).
+    /// Opens the reserve, best effort (a later [`Reserve::held`] or shed retries).
     pub(crate) fn new() -> Reserve {
         Reserve {
-            file: File::open("/dev/null").ok(),
+            file: open_null().ok(),
         }
     }
 
-    /// Sheds one pending connection of `listener` through the reserve's slot, then takes the
-    /// slot back.
-    pub(crate) fn shed(&mut self, listener: RawFd) -> Shed {
+    /// Whether the reserve is held, reopening it first if it is gone (descriptors may be free
+    /// again).
+    pub(crate) fn held(&mut self) -> bool {
         if self.file.is_none() {
-            // Retry an earlier failure: descriptors may be free again.
-            self.file = File::open("/dev/null").ok();
+            self.file = open_null().ok();
         }
-        if self.file.take().is_none() {
-            return Shed::Failed;
+        self.file.is_some()
+    }
+
+    /// For an accept on `listener` that failed with `EMFILE`/`ENFILE`: frees the reserve's
+    /// slot, accepts the connection at the head of the backlog into it and reopens the reserve.
+    /// If the reserve reopens while the connection still holds the slot, descriptors are free
+    /// again and the connection is kept; otherwise it is closed (shed) and the reserve reopened
+    /// in its place.
+    pub(crate) fn shed(&mut self, listener: RawFd) -> Shed {
+        if !self.held() {
+            return Shed::NoReserve;
         }
-        let result = match accept_stream(listener) {
+        self.file = None; // closes it: one free slot
+        let accepted = loop {
+            match accept_stream(listener) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.file = open_null().ok();
+        match accepted {
+            Ok((stream, from)) if self.file.is_some() => Shed::Kept(stream, from),
             Ok((stream, _)) => {
                 drop(stream);
+                self.file = open_null().ok();
                 Shed::One
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Shed::Nothing,
-            Err(_) => Shed::Failed,
-        };
-        self.file = File::open("/dev/null").ok();
-        result
+            Err(_) if self.file.is_some() => Shed::Failed,
+            Err(_) => Shed::NoReserve,
+        }
     }
+}
+
+/// The reserve's descriptor.
+fn open_null() -> io::Result<File> {
+    File::open("/dev/null")
 }
 
 #[cfg(test)]
@@ -476,5 +506,30 @@ mod tests {
         let mut buf = [0u8; 4];
         let err = s.recv_from(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// Descriptors are not short here, so the reserve always reopens: a pending connection
+    /// is kept, not shed (the race where descriptors were freed right before a shed).
+    #[test]
+    fn a_shed_with_descriptors_free_keeps_the_connection() {
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut reserve = Reserve::new();
+        assert!(reserve.held());
+        assert!(matches!(reserve.shed(listener.as_raw_fd()), Shed::Nothing));
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (stream, from) = loop {
+            match reserve.shed(listener.as_raw_fd()) {
+                Shed::Kept(stream, from) => break (stream, from),
+                Shed::Nothing => {
+                    assert!(std::time::Instant::now() < deadline, "never pending");
+                    std::thread::yield_now();
+                }
+                other => panic!("{:?}", other),
+            }
+        };
+        assert_eq!(from, client.local_addr().unwrap());
+        assert_eq!(stream.peer_addr().unwrap(), from);
+        assert!(reserve.held());
     }
 }
