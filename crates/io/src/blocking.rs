@@ -32,8 +32,9 @@
 //!   poll that takes one registers it (connection table slot, the two threads spawned) and
 //!   delivers [`Event::Accepted`]: thread spawns and their buffers are the per-connection
 //!   allocations this model adds, paid in the poll, at most `max_events` per poll. On unix,
-//!   `EMFILE` and `ENFILE` are met with a reserve descriptor like the select backend's (closed
-//!   to accept and close the pending connection, then reopened; [`IoStats::accepts_shed`]).
+//!   `EMFILE` and `ENFILE` are met with the reserve descriptor the select and epoll backends
+//!   use (closed to accept and close the pending connection, then reopened;
+//!   [`IoStats::accepts_shed`]; the connection is kept when the reserve reopens beside it).
 //!   When that finds nothing pending the thread parks 10 ms: Linux answers `EMFILE` before it
 //!   looks at the backlog, so an accept loop would spin for as long as descriptors are short.
 //! * The **reader thread** does blocking reads of up to `stream_read_bytes` into its own
@@ -255,7 +256,7 @@ impl Blocking {
                 limit,
                 progress: AtomicBool::new(false),
                 #[cfg(unix)]
-                reserve: Mutex::new(Some(crate::select::open_reserve()?)),
+                reserve: Mutex::new(crate::sys::Reserve::open()?),
             }),
             sockets: Vec::new(),
             helpers: Vec::new(),
@@ -645,7 +646,7 @@ impl Backend for Blocking {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
         let id = next_socket_id(self.sockets.len())?;
         #[cfg(unix)]
-        let listener = crate::select::listen_tcp(addr)?; // SO_REUSEADDR, backlog 1024
+        let listener = crate::sys::listen_tcp(addr)?; // SO_REUSEADDR, backlog 1024
         #[cfg(not(unix))]
         let listener = {
             let listener = TcpListener::bind(addr)?;
@@ -847,30 +848,28 @@ enum AfterError {
 fn accept_failed(shared: &Shared, listener: &TcpListener, e: &io::Error) -> AfterError {
     #[cfg(unix)]
     {
-        use crate::select::{open_reserve, shed_one, Exhausted};
-        if crate::select::is_fd_exhaustion(e) {
+        use crate::sys::Shed;
+        use std::os::unix::io::AsRawFd;
+        if crate::sys::is_out_of_fds(e) {
             let mut reserve = shared
                 .reserve
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if reserve.is_none() {
-                *reserve = open_reserve().ok();
-            }
-            let held = reserve.is_some();
-            return match shed_one(listener, &mut reserve) {
-                Exhausted::Kept(stream, from) => AfterError::Accept(stream, from),
-                Exhausted::Shed => {
+            let held = reserve.held();
+            return match reserve.shed(listener.as_raw_fd()) {
+                Shed::Kept(stream, from) => AfterError::Accept(stream, from),
+                Shed::One => {
                     shared.lock().accepts_shed += 1;
                     AfterError::Retry
                 }
-                Exhausted::Paused => {
+                Shed::NoReserve => {
                     // Counted when the pause begins, not at every attempt during it.
                     if held {
                         shared.lock().accepts_shed += 1;
                     }
                     AfterError::Park
                 }
-                Exhausted::Nothing => AfterError::Park,
+                Shed::Nothing | Shed::Failed => AfterError::Park,
             };
         }
     }
@@ -1022,7 +1021,7 @@ struct Shared {
     progress: AtomicBool,
     /// The descriptor given up to shed a connection on `EMFILE`.
     #[cfg(unix)]
-    reserve: Mutex<Option<std::fs::File>>,
+    reserve: Mutex<crate::sys::Reserve>,
 }
 
 impl Shared {

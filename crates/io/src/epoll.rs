@@ -221,7 +221,8 @@ impl Epoll {
             to_flush: Vec::new(),
             paused: Vec::new(),
             queued_bytes: 0,
-            reserve: Reserve::new(),
+            // Best effort: a later shed retries.
+            reserve: Reserve::open().unwrap_or_default(),
             stats: IoStats::default(),
             wait_mode: WaitMode::Pwait2,
         };

@@ -1,4 +1,4 @@
-//! Unix helpers shared by the epoll and select backends: the `syscall!` macro, conversions
+//! Unix helpers shared by the epoll, select and io_uring backends (and the blocking one on unix): the `syscall!` macro, conversions
 //! between [`SocketAddr`] and `sockaddr_storage`, UDP socket creation, and the stream helpers
 //! (TCP listeners, non-blocking close-on-exec accepts, the reserve descriptor that lets a
 //! backend shed connections on `EMFILE`, sends that never raise `SIGPIPE`).
@@ -257,13 +257,18 @@ pub(crate) fn is_would_block(err: &io::Error) -> bool {
 pub(crate) const LISTEN_BACKLOG: c_int = 1024;
 
 /// Creates a non-blocking, close-on-exec TCP listener on `addr` (`SO_REUSEADDR`, backlog
-/// [`LISTEN_BACKLOG`]). The returned std listener owns the fd.
+/// [`LISTEN_BACKLOG`]; std's `TcpListener::bind` uses 128). On Apple platforms it carries
+/// `SO_NOSIGPIPE`, which the sockets it accepts inherit (so std's writes on them, as the select
+/// and blocking backends make, cannot raise `SIGPIPE` either). The returned std listener owns
+/// the fd.
 pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     let fd = new_socket(domain_of(&addr), libc::SOCK_STREAM)?;
     // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
     // listener's drop, also on the error paths below.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)?;
     bind_addr(fd, &addr)?;
     // SAFETY: no pointers are passed.
     syscall!(listen(fd, LISTEN_BACKLOG))?;
@@ -393,6 +398,8 @@ pub(crate) fn is_out_of_fds(err: &io::Error) -> bool {
 /// frees exactly one slot, enough to accept the connection at the head of the backlog and
 /// close it at once, so that a listener under `EMFILE` sheds its backlog instead of staying
 /// ready forever (the busy loop level-triggered waits fall into) or stranding it (edges).
+/// `Reserve::default()` is one not held yet: [`Reserve::held`] and [`Reserve::shed`] open it.
+#[derive(Default)]
 pub(crate) struct Reserve {
     file: Option<File>,
 }
@@ -418,11 +425,11 @@ pub(crate) enum Shed {
 }
 
 impl Reserve {
-    /// Opens the reserve, best effort (a later [`Reserve::held`] or shed retries).
-    pub(crate) fn new() -> Reserve {
-        Reserve {
-            file: open_null().ok(),
-        }
+    /// Opens the reserve, or fails.
+    pub(crate) fn open() -> io::Result<Reserve> {
+        Ok(Reserve {
+            file: Some(open_null()?),
+        })
     }
 
     /// Whether the reserve is held, reopening it first if it is gone (descriptors may be free
@@ -513,7 +520,7 @@ mod tests {
     #[test]
     fn a_shed_with_descriptors_free_keeps_the_connection() {
         let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut reserve = Reserve::new();
+        let mut reserve = Reserve::open().unwrap();
         assert!(reserve.held());
         assert!(matches!(reserve.shed(listener.as_raw_fd()), Shed::Nothing));
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
