@@ -982,7 +982,7 @@ impl IoUringBackend {
                         shed += 1;
                     }
                     Err(e) => {
-                        if shed == 0 && is_out_of_fds(&e) {
+                        if shed == 0 && sys::is_out_of_fds(&e) {
                             shed = 1; // someone else took the descriptor: left waiting
                         }
                         break;
@@ -1517,11 +1517,6 @@ impl IoUringBackend {
     }
 }
 
-/// `EMFILE`/`ENFILE`: the process or the system is out of descriptors.
-fn is_out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
 /// Buffers of the stream receive ring: about one poll's budget, 16 to 256, fewer when
 /// `stream_read_bytes` is large (at most 8 MiB together unless that leaves fewer than 16).
 fn stream_buf_count(cfg: &Config) -> usize {
@@ -1682,11 +1677,7 @@ impl Backend for IoUringBackend {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
         let id = next_socket_id(self.sockets.len())?;
         self.ensure_stream_ring()?;
-        // std sets SO_REUSEADDR and close-on-exec; listening again only raises the backlog.
-        let socket = TcpListener::bind(addr)?;
-        // SAFETY: no pointers are passed.
-        syscall!(listen(socket.as_raw_fd(), 1024))?;
-        socket.set_nonblocking(true)?;
+        let socket = sys::listen_tcp(addr)?;
         if self.reserve.is_none() {
             // Best effort: without it, descriptor exhaustion pauses the listener instead.
             self.reserve = File::open("/dev/null").ok();
