@@ -1255,6 +1255,31 @@ mod tests {
     /// Queues, flushes and polls until the send buffer has stayed full for a while: by then
     /// the kernel's buffers are full too, very probably, and the writer blocked in a write
     /// (best effort; the tests' assertions do not depend on it). Returns the bytes queued.
+    /// Reads until the end of the stream (or a reset), checking that the bytes are a prefix of
+    /// the [`pattern_at`] stream; returns how many there were.
+    fn read_pattern_to_end(client: &mut TcpStream) -> usize {
+        let mut got = 0;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => {
+                    assert!(
+                        buf[..n]
+                            .iter()
+                            .enumerate()
+                            .all(|(k, b)| *b == pattern_at(got + k)),
+                        "corrupted at {}",
+                        got
+                    );
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return got,
+                Err(e) => panic!("client read: {}", e),
+            }
+        }
+    }
+
     fn fill_until_the_writer_blocks(io: &mut Blocking, conn: ConnId) -> usize {
         const LIMIT: usize = 256 << 20;
         let chunk: Vec<u8> = (0..4096).map(pattern_at).collect();
@@ -1354,26 +1379,7 @@ mod tests {
 
         // Both clients read the end (after what the writer had handed to the kernel).
         for (client, most) in [(&mut idle, 0), (&mut busy, queued)] {
-            let mut got = 0;
-            let mut buf = [0u8; 64 * 1024];
-            loop {
-                match client.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        assert!(
-                            buf[..n]
-                                .iter()
-                                .enumerate()
-                                .all(|(k, b)| *b == pattern_at(got + k)),
-                            "corrupted at {}",
-                            got
-                        );
-                        got += n;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                    Err(e) => panic!("client read: {}", e),
-                }
-            }
+            let got = read_pattern_to_end(client);
             assert!(got <= most, "{} of {}", got, most);
         }
     }
@@ -1410,26 +1416,7 @@ mod tests {
         }
 
         // The client reads a prefix of what was queued, then the end.
-        let mut got = 0;
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match client.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    assert!(
-                        buf[..n]
-                            .iter()
-                            .enumerate()
-                            .all(|(k, b)| *b == pattern_at(got + k)),
-                        "corrupted at {}",
-                        got
-                    );
-                    got += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("client read: {}", e),
-            }
-        }
+        let got = read_pattern_to_end(&mut client);
         assert!(got <= queued, "{} of {}", got, queued);
     }
 }

@@ -2295,10 +2295,19 @@ mod tests {
         assert!(io.conns.get(conn).unwrap().recv_armed);
     }
 
-    /// Shrinks both kernel buffers of a socket (to 16 KiB: much smaller makes TCP crawl on
-    /// zero-window probes).
-    fn tiny_buffers(fd: RawFd) {
-        sys::set_buffer_sizes(fd, 16 * 1024);
+    /// A backend with 512 KiB send buffers and one accepted connection whose kernel buffers,
+    /// on both ends, are shrunk to 16 KiB (much smaller makes TCP crawl on zero-window probes),
+    /// so that a large send goes out in short writes. `None`: io_uring is unavailable here.
+    fn accept_one_with_tiny_buffers() -> Option<(IoUringBackend, TcpStream, ConnId)> {
+        let cfg = Config {
+            stream_send_bytes: 512 * 1024,
+            ..Config::default()
+        };
+        let mut io = open_or_skip(&cfg)?;
+        let (_, client, conn) = accept_one(&mut io);
+        sys::set_buffer_sizes(client.as_raw_fd(), 16 * 1024);
+        sys::set_buffer_sizes(io.conns.get(conn).unwrap().stream.as_raw_fd(), 16 * 1024);
+        Some((io, client, conn))
     }
 
     /// With tiny socket buffers the kernel takes a 256 KiB send in pieces: each short write
@@ -2306,17 +2315,10 @@ mod tests {
     /// are appended behind it), and the reader gets every byte in order.
     #[test]
     fn short_writes_requeue_the_rest() {
-        let cfg = Config {
-            stream_send_bytes: 512 * 1024,
-            ..Config::default()
-        };
-        let mut io = match open_or_skip(&cfg) {
-            Some(io) => io,
+        let (mut io, mut client, conn) = match accept_one_with_tiny_buffers() {
+            Some(x) => x,
             None => return,
         };
-        let (_, mut client, conn) = accept_one(&mut io);
-        tiny_buffers(client.as_raw_fd());
-        tiny_buffers(io.conns.get(conn).unwrap().stream.as_raw_fd());
         let data = pattern(256 * 1024);
         io.send_stream(conn, &data[..128 * 1024]).unwrap();
         assert_eq!(io.flush().unwrap().stream_bytes, 128 * 1024);
@@ -2340,17 +2342,10 @@ mod tests {
     /// in-flight buffer are kept until the cancelled requests' last CQEs.
     #[test]
     fn close_with_a_send_on_the_ring_waits_for_its_cqe() {
-        let cfg = Config {
-            stream_send_bytes: 512 * 1024,
-            ..Config::default()
-        };
-        let mut io = match open_or_skip(&cfg) {
-            Some(io) => io,
+        let (mut io, mut client, conn) = match accept_one_with_tiny_buffers() {
+            Some(x) => x,
             None => return,
         };
-        let (_, mut client, conn) = accept_one(&mut io);
-        tiny_buffers(client.as_raw_fd());
-        tiny_buffers(io.conns.get(conn).unwrap().stream.as_raw_fd());
         io.send_stream(conn, &pattern(256 * 1024)).unwrap();
         io.flush().unwrap();
         let evs = poll_until(&mut io, |io, _| io.short_writes >= 1);
