@@ -32,8 +32,9 @@
 //!   poll that takes one registers it (connection table slot, the two threads spawned) and
 //!   delivers [`Event::Accepted`]: thread spawns and their buffers are the per-connection
 //!   allocations this model adds, paid in the poll, at most `max_events` per poll. On unix,
-//!   `EMFILE` and `ENFILE` are met with a reserve descriptor like the select backend's (closed
-//!   to accept and close the pending connection, then reopened; [`IoStats::accepts_shed`]).
+//!   `EMFILE` and `ENFILE` are met with the reserve descriptor the select and epoll backends
+//!   use (closed to accept and close the pending connection, then reopened;
+//!   [`IoStats::accepts_shed`]; the connection is kept when the reserve reopens beside it).
 //!   When that finds nothing pending the thread parks 10 ms: Linux answers `EMFILE` before it
 //!   looks at the backlog, so an accept loop would spin for as long as descriptors are short.
 //! * The **reader thread** does blocking reads of up to `stream_read_bytes` into its own
@@ -255,7 +256,7 @@ impl Blocking {
                 limit,
                 progress: AtomicBool::new(false),
                 #[cfg(unix)]
-                reserve: Mutex::new(Some(crate::select::open_reserve()?)),
+                reserve: Mutex::new(crate::sys::Reserve::open()?),
             }),
             sockets: Vec::new(),
             helpers: Vec::new(),
@@ -645,7 +646,7 @@ impl Backend for Blocking {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
         let id = next_socket_id(self.sockets.len())?;
         #[cfg(unix)]
-        let listener = crate::select::listen_tcp(addr)?; // SO_REUSEADDR, backlog 1024
+        let listener = crate::sys::listen_tcp(addr)?; // SO_REUSEADDR, backlog 1024
         #[cfg(not(unix))]
         let listener = {
             let listener = TcpListener::bind(addr)?;
@@ -847,30 +848,28 @@ enum AfterError {
 fn accept_failed(shared: &Shared, listener: &TcpListener, e: &io::Error) -> AfterError {
     #[cfg(unix)]
     {
-        use crate::select::{open_reserve, shed_one, Exhausted};
-        if crate::select::is_fd_exhaustion(e) {
+        use crate::sys::Shed;
+        use std::os::unix::io::AsRawFd;
+        if crate::sys::is_out_of_fds(e) {
             let mut reserve = shared
                 .reserve
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if reserve.is_none() {
-                *reserve = open_reserve().ok();
-            }
-            let held = reserve.is_some();
-            return match shed_one(listener, &mut reserve) {
-                Exhausted::Kept(stream, from) => AfterError::Accept(stream, from),
-                Exhausted::Shed => {
+            let held = reserve.held();
+            return match reserve.shed(listener.as_raw_fd()) {
+                Shed::Kept(stream, from) => AfterError::Accept(stream, from),
+                Shed::One => {
                     shared.lock().accepts_shed += 1;
                     AfterError::Retry
                 }
-                Exhausted::Paused => {
+                Shed::NoReserve => {
                     // Counted when the pause begins, not at every attempt during it.
                     if held {
                         shared.lock().accepts_shed += 1;
                     }
                     AfterError::Park
                 }
-                Exhausted::Nothing => AfterError::Park,
+                Shed::Nothing | Shed::Failed => AfterError::Park,
             };
         }
     }
@@ -1022,7 +1021,7 @@ struct Shared {
     progress: AtomicBool,
     /// The descriptor given up to shed a connection on `EMFILE`.
     #[cfg(unix)]
-    reserve: Mutex<Option<std::fs::File>>,
+    reserve: Mutex<crate::sys::Reserve>,
 }
 
 impl Shared {
@@ -1256,6 +1255,31 @@ mod tests {
     /// Queues, flushes and polls until the send buffer has stayed full for a while: by then
     /// the kernel's buffers are full too, very probably, and the writer blocked in a write
     /// (best effort; the tests' assertions do not depend on it). Returns the bytes queued.
+    /// Reads until the end of the stream (or a reset), checking that the bytes are a prefix of
+    /// the [`pattern_at`] stream; returns how many there were.
+    fn read_pattern_to_end(client: &mut TcpStream) -> usize {
+        let mut got = 0;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => {
+                    assert!(
+                        buf[..n]
+                            .iter()
+                            .enumerate()
+                            .all(|(k, b)| *b == pattern_at(got + k)),
+                        "corrupted at {}",
+                        got
+                    );
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return got,
+                Err(e) => panic!("client read: {}", e),
+            }
+        }
+    }
+
     fn fill_until_the_writer_blocks(io: &mut Blocking, conn: ConnId) -> usize {
         const LIMIT: usize = 256 << 20;
         let chunk: Vec<u8> = (0..4096).map(pattern_at).collect();
@@ -1355,26 +1379,7 @@ mod tests {
 
         // Both clients read the end (after what the writer had handed to the kernel).
         for (client, most) in [(&mut idle, 0), (&mut busy, queued)] {
-            let mut got = 0;
-            let mut buf = [0u8; 64 * 1024];
-            loop {
-                match client.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        assert!(
-                            buf[..n]
-                                .iter()
-                                .enumerate()
-                                .all(|(k, b)| *b == pattern_at(got + k)),
-                            "corrupted at {}",
-                            got
-                        );
-                        got += n;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                    Err(e) => panic!("client read: {}", e),
-                }
-            }
+            let got = read_pattern_to_end(client);
             assert!(got <= most, "{} of {}", got, most);
         }
     }
@@ -1411,26 +1416,7 @@ mod tests {
         }
 
         // The client reads a prefix of what was queued, then the end.
-        let mut got = 0;
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match client.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    assert!(
-                        buf[..n]
-                            .iter()
-                            .enumerate()
-                            .all(|(k, b)| *b == pattern_at(got + k)),
-                        "corrupted at {}",
-                        got
-                    );
-                    got += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("client read: {}", e),
-            }
-        }
+        let got = read_pattern_to_end(&mut client);
         assert!(got <= queued, "{} of {}", got, queued);
     }
 }

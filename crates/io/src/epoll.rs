@@ -24,7 +24,8 @@
 //! written when the connection's `EPOLLOUT` edge comes, inside a later poll. A write error
 //! closes the connection and its `Closed` event is delivered first by the next poll. A
 //! listener that meets `EMFILE`/`ENFILE` sheds the head of its backlog through the backend's
-//! reserve descriptor ([`Reserve`]); if even that fails it pauses until the next poll.
+//! reserve descriptor ([`Reserve`]), or keeps that connection when the reserve reopens beside
+//! it (descriptors were freed meanwhile); if even that fails it pauses until the next poll.
 //!
 //! Flush groups the send slab by socket and hands each group to `sendmmsg` in batches of up to
 //! 1024 datagrams, each with its own peer address.
@@ -150,6 +151,12 @@ impl Turn {
         events: 0,
         again: false,
     };
+    /// One accepted connection not handed up (shed, or refused), more may follow.
+    const ONE_MORE: Turn = Turn {
+        used: 1,
+        events: 0,
+        again: true,
+    };
 }
 
 pub(crate) struct Epoll {
@@ -214,7 +221,8 @@ impl Epoll {
             to_flush: Vec::new(),
             paused: Vec::new(),
             queued_bytes: 0,
-            reserve: Reserve::new(),
+            // Best effort: a later shed retries.
+            reserve: Reserve::open().unwrap_or_default(),
             stats: IoStats::default(),
             wait_mode: WaitMode::Pwait2,
         };
@@ -414,55 +422,59 @@ impl Epoll {
 
     /// One accept on a ready listener.
     fn accept_one(&mut self, id: u32, fd: RawFd, on_event: &mut dyn FnMut(Event<'_>)) -> Turn {
-        const ONE_MORE: Turn = Turn {
-            used: 1,
-            events: 0,
-            again: true,
+        let (stream, from) = match self.accept_or_shed(id, fd) {
+            Ok(accepted) => accepted,
+            Err(turn) => return turn,
         };
+        if self.conns.len() >= self.max_connections {
+            drop(stream);
+            self.stats.accepts_over_limit += 1;
+            return Turn::ONE_MORE;
+        }
+        sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
+        match self.add_conn(stream) {
+            Ok(conn) => {
+                self.stats.accepted += 1;
+                on_event(Event::Accepted {
+                    listener: SocketId(id),
+                    conn,
+                    from,
+                });
+                Turn {
+                    used: 1,
+                    events: 1,
+                    again: true,
+                }
+            }
+            Err(_) => {
+                self.stats.accept_errors += 1;
+                Turn::ONE_MORE
+            }
+        }
+    }
+
+    /// Accepts one connection on listener `id`; when there is none to hand up, the turn that
+    /// was instead (drained, a connection shed or refused, or the listener paused).
+    fn accept_or_shed(&mut self, id: u32, fd: RawFd) -> Result<(TcpStream, SocketAddr), Turn> {
         let error = loop {
             match sys::accept_stream(fd) {
-                Ok((stream, from)) => {
-                    if self.conns.len() >= self.max_connections {
-                        drop(stream);
-                        self.stats.accepts_over_limit += 1;
-                        return ONE_MORE;
-                    }
-                    sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
-                    return match self.add_conn(stream) {
-                        Ok(conn) => {
-                            self.stats.accepted += 1;
-                            on_event(Event::Accepted {
-                                listener: SocketId(id),
-                                conn,
-                                from,
-                            });
-                            Turn {
-                                used: 1,
-                                events: 1,
-                                again: true,
-                            }
-                        }
-                        Err(_) => {
-                            self.stats.accept_errors += 1;
-                            ONE_MORE
-                        }
-                    };
-                }
+                Ok(accepted) => return Ok(accepted),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break e,
             }
         };
         if error.kind() == io::ErrorKind::WouldBlock {
-            return Turn::DRAINED;
+            return Err(Turn::DRAINED);
         }
         if sys::is_out_of_fds(&error) {
             match self.reserve.shed(fd) {
+                Shed::Kept(stream, from) => return Ok((stream, from)),
                 Shed::One => {
                     self.stats.accepts_shed += 1;
-                    return ONE_MORE;
+                    return Err(Turn::ONE_MORE);
                 }
-                Shed::Nothing => return Turn::DRAINED,
-                Shed::Failed => self.stats.accepts_shed += 1,
+                Shed::Nothing => return Err(Turn::DRAINED),
+                Shed::Failed | Shed::NoReserve => self.stats.accepts_shed += 1,
             }
         } else {
             self.stats.accept_errors += 1;
@@ -472,7 +484,7 @@ impl Epoll {
                 error.raw_os_error(),
                 Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM)
             ) {
-                return ONE_MORE;
+                return Err(Turn::ONE_MORE);
             }
         }
         // Stop accepting until the next poll (the listener's backlog keeps its edge-less
@@ -480,11 +492,11 @@ impl Epoll {
         if !self.paused.contains(&id) {
             self.paused.push(id);
         }
-        Turn {
+        Err(Turn {
             used: 1,
             events: 0,
             again: false,
-        }
+        })
     }
 
     /// One read on a ready connection.

@@ -982,7 +982,7 @@ impl IoUringBackend {
                         shed += 1;
                     }
                     Err(e) => {
-                        if shed == 0 && is_out_of_fds(&e) {
+                        if shed == 0 && sys::is_out_of_fds(&e) {
                             shed = 1; // someone else took the descriptor: left waiting
                         }
                         break;
@@ -1517,11 +1517,6 @@ impl IoUringBackend {
     }
 }
 
-/// `EMFILE`/`ENFILE`: the process or the system is out of descriptors.
-fn is_out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
 /// Buffers of the stream receive ring: about one poll's budget, 16 to 256, fewer when
 /// `stream_read_bytes` is large (at most 8 MiB together unless that leaves fewer than 16).
 fn stream_buf_count(cfg: &Config) -> usize {
@@ -1682,11 +1677,7 @@ impl Backend for IoUringBackend {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
         let id = next_socket_id(self.sockets.len())?;
         self.ensure_stream_ring()?;
-        // std sets SO_REUSEADDR and close-on-exec; listening again only raises the backlog.
-        let socket = TcpListener::bind(addr)?;
-        // SAFETY: no pointers are passed.
-        syscall!(listen(socket.as_raw_fd(), 1024))?;
-        socket.set_nonblocking(true)?;
+        let socket = sys::listen_tcp(addr)?;
         if self.reserve.is_none() {
             // Best effort: without it, descriptor exhaustion pauses the listener instead.
             self.reserve = File::open("/dev/null").ok();
@@ -2161,7 +2152,11 @@ mod tests {
         assert_eq!(io.flush().unwrap().stream_bytes, 0);
         let got = read_polling(&mut io, &mut client, 5);
         assert_eq!(got, b"world");
-        assert_eq!(io.stream_queued(), 0);
+        // The bytes can reach the client before a poll reaps their send's completion (under
+        // SQPOLL the kernel thread submits on its own schedule, late on a loaded machine), and
+        // only that completion takes them out of the queue.
+        let evs = poll_until(&mut io, |io, _| io.stream_queued() == 0);
+        assert!(evs.is_empty(), "{:?}", evs);
         assert_eq!(
             io.send_capacity(conn),
             Some(Config::default().stream_send_bytes)
@@ -2304,10 +2299,19 @@ mod tests {
         assert!(io.conns.get(conn).unwrap().recv_armed);
     }
 
-    /// Shrinks both kernel buffers of a socket (to 16 KiB: much smaller makes TCP crawl on
-    /// zero-window probes).
-    fn tiny_buffers(fd: RawFd) {
-        sys::set_buffer_sizes(fd, 16 * 1024);
+    /// A backend with 512 KiB send buffers and one accepted connection whose kernel buffers,
+    /// on both ends, are shrunk to 16 KiB (much smaller makes TCP crawl on zero-window probes),
+    /// so that a large send goes out in short writes. `None`: io_uring is unavailable here.
+    fn accept_one_with_tiny_buffers() -> Option<(IoUringBackend, TcpStream, ConnId)> {
+        let cfg = Config {
+            stream_send_bytes: 512 * 1024,
+            ..Config::default()
+        };
+        let mut io = open_or_skip(&cfg)?;
+        let (_, client, conn) = accept_one(&mut io);
+        sys::set_buffer_sizes(client.as_raw_fd(), 16 * 1024);
+        sys::set_buffer_sizes(io.conns.get(conn).unwrap().stream.as_raw_fd(), 16 * 1024);
+        Some((io, client, conn))
     }
 
     /// With tiny socket buffers the kernel takes a 256 KiB send in pieces: each short write
@@ -2315,17 +2319,10 @@ mod tests {
     /// are appended behind it), and the reader gets every byte in order.
     #[test]
     fn short_writes_requeue_the_rest() {
-        let cfg = Config {
-            stream_send_bytes: 512 * 1024,
-            ..Config::default()
-        };
-        let mut io = match open_or_skip(&cfg) {
-            Some(io) => io,
+        let (mut io, mut client, conn) = match accept_one_with_tiny_buffers() {
+            Some(x) => x,
             None => return,
         };
-        let (_, mut client, conn) = accept_one(&mut io);
-        tiny_buffers(client.as_raw_fd());
-        tiny_buffers(io.conns.get(conn).unwrap().stream.as_raw_fd());
         let data = pattern(256 * 1024);
         io.send_stream(conn, &data[..128 * 1024]).unwrap();
         assert_eq!(io.flush().unwrap().stream_bytes, 128 * 1024);
@@ -2349,17 +2346,10 @@ mod tests {
     /// in-flight buffer are kept until the cancelled requests' last CQEs.
     #[test]
     fn close_with_a_send_on_the_ring_waits_for_its_cqe() {
-        let cfg = Config {
-            stream_send_bytes: 512 * 1024,
-            ..Config::default()
-        };
-        let mut io = match open_or_skip(&cfg) {
-            Some(io) => io,
+        let (mut io, mut client, conn) = match accept_one_with_tiny_buffers() {
+            Some(x) => x,
             None => return,
         };
-        let (_, mut client, conn) = accept_one(&mut io);
-        tiny_buffers(client.as_raw_fd());
-        tiny_buffers(io.conns.get(conn).unwrap().stream.as_raw_fd());
         io.send_stream(conn, &pattern(256 * 1024)).unwrap();
         io.flush().unwrap();
         let evs = poll_until(&mut io, |io, _| io.short_writes >= 1);

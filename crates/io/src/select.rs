@@ -29,13 +29,13 @@
 //! Accepting: std's `accept` (close-on-exec; `accept4` on Linux), then `O_NONBLOCK` and
 //! `TCP_NODELAY`. Beyond [`Config::max_connections`] a connection is closed at once and counted
 //! in [`IoStats::accepts_over_limit`]. On `EMFILE`/`ENFILE` the backend closes its reserve
-//! descriptor (`/dev/null`, opened with the backend), accepts the pending connection with the
-//! freed descriptor, closes it, reopens the reserve and counts [`IoStats::accepts_shed`] (when
-//! the reserve reopens while the connection still holds its descriptor, descriptors were freed
-//! meanwhile and the connection is kept instead). If the reserve cannot be reopened, the
-//! listeners leave the read set (counted once as shed), so no poll spins on a listener it
-//! cannot accept from; every later poll tries to reopen the reserve first and puts them back
-//! once it succeeds.
+//! descriptor (`/dev/null`, opened with the backend; [`sys::Reserve`], shared with epoll and
+//! blocking), accepts the pending connection with the freed descriptor, closes it, reopens the
+//! reserve and counts [`IoStats::accepts_shed`] (when the reserve reopens while the connection
+//! still holds its descriptor, descriptors were freed meanwhile and the connection is kept
+//! instead). If the reserve cannot be reopened, the listeners leave the read set (counted once
+//! as shed), so no poll spins on a listener it cannot accept from; every later poll tries to
+//! reopen the reserve first and puts them back once it succeeds.
 //!
 //! Writes are std's `TcpStream::write`, which is `send(MSG_NOSIGNAL)` on Linux and the BSDs; on
 //! Apple platforms the listeners get `SO_NOSIGPIPE` (inherited by accepted sockets) and std
@@ -45,12 +45,11 @@
 //! The waker is a non-blocking Unix datagram socket pair. Flush is one `sendto` per datagram,
 //! in queueing order, then the connections' queued bytes.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::raw::c_int;
-use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::ptr;
 use std::sync::Arc;
@@ -58,14 +57,11 @@ use std::time::{Duration, Instant};
 
 use crate::conns::{ConnTable, SendBuf};
 use crate::slab::{self, TxSlab};
-use crate::sys;
+use crate::sys::{self, Reserve, Shed};
 use crate::{
     next_socket_id, time_left, unknown_socket, Backend, CloseReason, Config, ConnId, Event,
     FlushReport, IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
 };
-
-/// Backlog of every listener.
-const LISTEN_BACKLOG: c_int = 1024;
 
 pub(crate) struct Select {
     /// UDP sockets and TCP listeners, indexed by [`SocketId`].
@@ -93,9 +89,9 @@ pub(crate) struct Select {
     queued: usize,
     /// Connections a write failed on (already closed), for the next poll's `Closed` events.
     failed: Vec<(ConnId, CloseReason)>,
-    /// The reserve descriptor given up to shed a connection on `EMFILE`; `None` while it could
-    /// not be reopened (listeners are not watched meanwhile).
-    reserve: Option<File>,
+    /// The reserve descriptor given up to shed a connection on `EMFILE`; while it cannot be
+    /// reopened, listeners are not watched.
+    reserve: Reserve,
 }
 
 enum Socket {
@@ -172,17 +168,14 @@ impl Select {
             max_connections: cfg.max_connections,
             queued: 0,
             failed: Vec::new(),
-            reserve: Some(open_reserve()?),
+            reserve: Reserve::open()?,
         })
     }
 
     /// Whether listeners may be watched: the reserve descriptor is held (reopened if it was
     /// given up and could not be reopened then).
     fn accepting(&mut self) -> bool {
-        if self.reserve.is_none() {
-            self.reserve = open_reserve().ok();
-        }
-        self.reserve.is_some()
+        self.reserve.held()
     }
 
     /// Waits until something in the sets is ready or `deadline` passes (at once when closed
@@ -323,15 +316,16 @@ impl Select {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_fd_exhaustion(&e) => match shed_one(listener, &mut self.reserve) {
-                    Exhausted::Kept(stream, from) => (stream, from),
-                    Exhausted::Shed => {
+                Err(e) if sys::is_out_of_fds(&e) => match self.reserve.shed(listener.as_raw_fd()) {
+                    Shed::Kept(stream, from) => (stream, from),
+                    Shed::One => {
                         *budget -= 1;
                         self.stats.accepts_shed += 1;
                         continue;
                     }
-                    Exhausted::Nothing => break,
-                    Exhausted::Paused => {
+                    // Level-triggered: what is still pending is tried again by the next poll.
+                    Shed::Nothing | Shed::Failed => break,
+                    Shed::NoReserve => {
                         // Until a later poll reopens the reserve, the listeners are not watched.
                         self.stats.accepts_shed += 1;
                         break;
@@ -473,62 +467,6 @@ fn write_queued(conn: &mut Conn) -> (usize, Option<io::Error>) {
         }
     }
     (written, None)
-}
-
-/// `EMFILE`/`ENFILE`: no descriptor for the accepted connection.
-pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// The reserve descriptor.
-pub(crate) fn open_reserve() -> io::Result<File> {
-    File::open("/dev/null")
-}
-
-/// What [`shed_one`] did.
-pub(crate) enum Exhausted {
-    /// A pending connection was accepted with the reserve's descriptor and closed at once.
-    Shed,
-    /// Descriptors were free again by then: the connection accepted is kept (a normal accept).
-    Kept(TcpStream, SocketAddr),
-    /// Nothing was pending: Linux answers `EMFILE` before it looks at the backlog.
-    Nothing,
-    /// No reserve to give up, or even its descriptor was taken: the connection stays in the
-    /// backlog while accepting pauses (the reserve is `None` until it can be reopened).
-    Paused,
-}
-
-/// Out of descriptors (`accept` answered `EMFILE`/`ENFILE`): gives up the reserve, accepts
-/// the pending connection with the freed descriptor, and reopens the reserve. If the reserve
-/// reopens while the connection still holds its descriptor, descriptors are free again and the
-/// connection is kept; otherwise it is closed (shed) and the reserve reopened in its place.
-pub(crate) fn shed_one(listener: &TcpListener, reserve: &mut Option<File>) -> Exhausted {
-    match reserve.take() {
-        Some(held) => drop(held),
-        None => return Exhausted::Paused,
-    }
-    let accepted = loop {
-        match listener.accept() {
-            Ok(got) => break Some(got),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *reserve = open_reserve().ok();
-                return Exhausted::Nothing;
-            }
-            Err(_) => break None,
-        }
-    };
-    *reserve = open_reserve().ok();
-    match accepted {
-        Some((stream, from)) if reserve.is_some() => Exhausted::Kept(stream, from),
-        Some((stream, _)) => {
-            drop(stream);
-            *reserve = open_reserve().ok();
-            Exhausted::Shed
-        }
-        None if reserve.is_some() => Exhausted::Nothing,
-        None => Exhausted::Paused,
-    }
 }
 
 impl Backend for Select {
@@ -678,7 +616,7 @@ impl Backend for Select {
 
     fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
         let id = next_socket_id(self.sockets.len())?;
-        let listener = listen_tcp(addr)?;
+        let listener = sys::listen_tcp(addr)?;
         check_fd(listener.as_raw_fd())?; // on error `listener` is dropped and closed here
         self.sockets.push(Socket::Listener(listener));
         Ok(id)
@@ -758,86 +696,6 @@ fn too_many_connections(limit: usize) -> io::Error {
             limit
         ),
     )
-}
-
-/// A non-blocking, close-on-exec TCP listener on `addr` with `SO_REUSEADDR` and a backlog of
-/// 1024 (std's `TcpListener::bind` uses 128). On Apple platforms it carries `SO_NOSIGPIPE`,
-/// which accepted sockets inherit.
-// After the io-epoll merge: fold this, `shed_one`, `open_reserve` and `is_fd_exhaustion` (also
-// used by the blocking backend) into sys.rs next to the epoll backend's stream helpers.
-pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let listener = new_tcp_socket(domain)?;
-    let fd = listener.as_raw_fd();
-    set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    set_flag(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE)?;
-    let mut storage = sys::zeroed_storage();
-    let len = sys::socket_addr_to_raw(&addr, &mut storage);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
-    syscall!(bind(
-        fd,
-        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-        len
-    ))?;
-    // SAFETY: no pointers are passed.
-    syscall!(listen(fd, LISTEN_BACKLOG))?;
-    Ok(listener)
-}
-
-/// Sets an integer socket option to 1.
-fn set_flag(fd: RawFd, level: c_int, name: c_int) -> io::Result<()> {
-    let one: c_int = 1;
-    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-    syscall!(setsockopt(
-        fd,
-        level,
-        name,
-        &one as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
-}
-
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-))]
-fn new_tcp_socket(domain: c_int) -> io::Result<TcpListener> {
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, ty, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it.
-    Ok(unsafe { TcpListener::from_raw_fd(fd) })
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-)))]
-fn new_tcp_socket(domain: c_int) -> io::Result<TcpListener> {
-    // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, libc::SOCK_STREAM, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
-    // TcpListener's drop, also on the error paths below.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 /// Refuses an fd that `select` cannot watch.

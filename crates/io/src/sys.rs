@@ -1,4 +1,4 @@
-//! Unix helpers shared by the epoll and select backends: the `syscall!` macro, conversions
+//! Unix helpers shared by the epoll, select and io_uring backends (and the blocking one on unix): the `syscall!` macro, conversions
 //! between [`SocketAddr`] and `sockaddr_storage`, UDP socket creation, and the stream helpers
 //! (TCP listeners, non-blocking close-on-exec accepts, the reserve descriptor that lets a
 //! backend shed connections on `EMFILE`, sends that never raise `SIGPIPE`).
@@ -10,7 +10,7 @@ use std::net::{
     Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::raw::c_int;
-use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::io::{FromRawFd, RawFd};
 
 /// Calls a libc function and turns its `-1` return into `io::Error::last_os_error()` (mio's
 /// macro). Every call site carries a `// SAFETY:` comment for the pointers it passes.
@@ -133,118 +133,38 @@ pub(crate) fn zeroed_storage() -> libc::sockaddr_storage {
 /// Creates a non-blocking, close-on-exec UDP socket bound to `addr`, with `SO_RCVBUF` and
 /// `SO_SNDBUF` requested at `buffer_bytes` (best effort). The returned std socket owns the fd.
 pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> {
-    let domain = match addr {
+    let fd = new_socket(domain_of(&addr), libc::SOCK_DGRAM)?;
+    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
+    // socket's drop, also on the error path below.
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    set_buffer_sizes(fd, buffer_bytes);
+    bind_addr(fd, &addr)?;
+    Ok(socket)
+}
+
+/// The address family of `addr`.
+fn domain_of(addr: &SocketAddr) -> c_int {
+    match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let socket = new_udp_socket(domain)?;
-    set_buffer_sizes(socket.as_raw_fd(), buffer_bytes);
-    let mut storage = zeroed_storage();
-    let len = socket_addr_to_raw(&addr, &mut storage);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
-    syscall!(bind(
-        socket.as_raw_fd(),
-        &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-        len
-    ))?;
-    Ok(socket)
-}
-
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-))]
-fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
-    let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, ty, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it.
-    Ok(unsafe { UdpSocket::from_raw_fd(fd) })
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos"
-)))]
-fn new_udp_socket(domain: c_int) -> io::Result<UdpSocket> {
-    // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, libc::SOCK_DGRAM, 0))?;
-    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
-    // UdpSocket's drop, also on the error paths below.
-    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-/// Requests `SO_RCVBUF` and `SO_SNDBUF` of `bytes`; errors are ignored (the kernel caps the
-/// value at `net.core.rmem_max`/`wmem_max` anyway).
-pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
-    let value = bytes.min(c_int::MAX as usize) as c_int;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            &value as *const c_int as *const libc::c_void,
-            mem::size_of::<c_int>() as libc::socklen_t
-        ));
     }
 }
 
-/// True for the errors that mean "the kernel has no room right now": the datagram is dropped.
-pub(crate) fn is_would_block(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ENOBUFS)
-}
-
-/// Backlog of every TCP listener.
-pub(crate) const LISTEN_BACKLOG: c_int = 1024;
-
-/// Creates a non-blocking, close-on-exec TCP listener on `addr` (`SO_REUSEADDR`, backlog
-/// [`LISTEN_BACKLOG`]). The returned std listener owns the fd.
-pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let fd = new_stream_socket(domain)?;
-    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
-    // listener's drop, also on the error paths below.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let one: c_int = 1;
-    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-    syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &one as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ))?;
+/// Binds `fd` to `addr`.
+fn bind_addr(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
     let mut storage = zeroed_storage();
-    let len = socket_addr_to_raw(&addr, &mut storage);
+    let len = socket_addr_to_raw(addr, &mut storage);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes and outlives the call.
     syscall!(bind(
         fd,
         &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
         len
     ))?;
-    // SAFETY: no pointers are passed.
-    syscall!(listen(fd, LISTEN_BACKLOG))?;
-    Ok(listener)
+    Ok(())
 }
 
+/// A new non-blocking, close-on-exec socket of `domain` and `ty` (`SOCK_DGRAM`, `SOCK_STREAM`),
+/// with both flags given to `socket` itself where it takes them. The caller owns the fd.
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -254,8 +174,8 @@ pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     target_os = "openbsd",
     target_os = "illumos"
 ))]
-fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+fn new_socket(domain: c_int, ty: c_int) -> io::Result<RawFd> {
+    let ty = ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: no pointers are passed.
     syscall!(socket(domain, ty, 0))
 }
@@ -269,17 +189,14 @@ fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
     target_os = "openbsd",
     target_os = "illumos"
 )))]
-fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
+fn new_socket(domain: c_int, ty: c_int) -> io::Result<RawFd> {
     // SAFETY: no pointers are passed.
-    let fd = syscall!(socket(domain, libc::SOCK_STREAM, 0))?;
-    if let Err(e) = set_cloexec_nonblocking(fd) {
-        // SAFETY: `fd` was just created here and is not used after this.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
+    let fd = syscall!(socket(domain, ty, 0))?;
+    cloexec_nonblocking(fd)
 }
 
+/// Makes `fd`, just created or accepted by the caller, close-on-exec and non-blocking; on an
+/// error it is closed. Where `socket` and `accept4` cannot set both flags themselves.
 #[cfg(not(any(
     target_os = "linux",
     target_os = "android",
@@ -289,14 +206,73 @@ fn new_stream_socket(domain: c_int) -> io::Result<RawFd> {
     target_os = "openbsd",
     target_os = "illumos"
 )))]
-fn set_cloexec_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    // SAFETY: no pointers are passed.
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    // SAFETY: no pointers are passed.
-    syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+fn cloexec_nonblocking(fd: RawFd) -> io::Result<RawFd> {
+    let set = || -> io::Result<()> {
+        // SAFETY: no pointers are passed.
+        syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+        // SAFETY: no pointers are passed.
+        let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+        // SAFETY: no pointers are passed.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        Ok(())
+    };
+    match set() {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            // SAFETY: `fd` is the caller's new descriptor, which it does not use after an error.
+            unsafe { libc::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+/// Sets an integer socket option (`SOL_SOCKET`/`IPPROTO_TCP` options).
+fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        &value as *const c_int as *const libc::c_void,
+        mem::size_of::<c_int>() as libc::socklen_t
+    ))?;
     Ok(())
+}
+
+/// Requests `SO_RCVBUF` and `SO_SNDBUF` of `bytes`; errors are ignored (the kernel caps the
+/// value at `net.core.rmem_max`/`wmem_max` anyway).
+pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
+    let value = bytes.min(c_int::MAX as usize) as c_int;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let _ = set_int_option(fd, libc::SOL_SOCKET, opt, value);
+    }
+}
+
+/// True for the errors that mean "the kernel has no room right now": the datagram is dropped.
+pub(crate) fn is_would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ENOBUFS)
+}
+
+/// Backlog of every TCP listener.
+pub(crate) const LISTEN_BACKLOG: c_int = 1024;
+
+/// Creates a non-blocking, close-on-exec TCP listener on `addr` (`SO_REUSEADDR`, backlog
+/// [`LISTEN_BACKLOG`]; std's `TcpListener::bind` uses 128). On Apple platforms it carries
+/// `SO_NOSIGPIPE`, which the sockets it accepts inherit (so std's writes on them, as the select
+/// and blocking backends make, cannot raise `SIGPIPE` either). The returned std listener owns
+/// the fd.
+pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let fd = new_socket(domain_of(&addr), libc::SOCK_STREAM)?;
+    // SAFETY: `fd` was just created and nothing else owns it; from here on it is closed by the
+    // listener's drop, also on the error paths below.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)?;
+    bind_addr(fd, &addr)?;
+    // SAFETY: no pointers are passed.
+    syscall!(listen(fd, LISTEN_BACKLOG))?;
+    Ok(listener)
 }
 
 /// Accepts one pending connection of a non-blocking listener. The new socket is non-blocking
@@ -363,12 +339,7 @@ fn accept_raw(
         storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
         len
     ))?;
-    if let Err(e) = set_cloexec_nonblocking(fd) {
-        // SAFETY: `fd` was just accepted here and is not used after this.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
+    cloexec_nonblocking(fd)
 }
 
 /// What every stream socket gets, accepted or connected: `TCP_NODELAY` (and, where sends
@@ -377,17 +348,7 @@ fn accept_raw(
 pub(crate) fn prepare_stream(fd: RawFd) {
     let _ = set_nodelay(fd);
     #[cfg(any(target_os = "macos", target_os = "ios"))]
-    {
-        let one: c_int = 1;
-        // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_NOSIGPIPE,
-            &one as *const c_int as *const libc::c_void,
-            mem::size_of::<c_int>() as libc::socklen_t
-        ));
-    }
+    let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1);
 }
 
 /// Sets `SO_SNDBUF` on a stream socket (`0`: leaves the kernel's default). Best effort.
@@ -396,28 +357,12 @@ pub(crate) fn set_send_buffer(fd: RawFd, bytes: usize) {
         return;
     }
     let value = bytes.min(c_int::MAX as usize) as c_int;
-    // SAFETY: `value` is a c_int that outlives the call and its size is passed with it.
-    let _ = syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUF,
-        &value as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ));
+    let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, value);
 }
 
 /// Sets `TCP_NODELAY`: game traffic is small and latency-bound.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let one: c_int = 1;
-    // SAFETY: `one` is a c_int that outlives the call and its size is passed with it.
-    syscall!(setsockopt(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        &one as *const c_int as *const libc::c_void,
-        mem::size_of::<c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 #[cfg(not(any(target_os = "macos", target_os = "ios")))]
@@ -453,56 +398,89 @@ pub(crate) fn is_out_of_fds(err: &io::Error) -> bool {
 /// frees exactly one slot, enough to accept the connection at the head of the backlog and
 /// close it at once, so that a listener under `EMFILE` sheds its backlog instead of staying
 /// ready forever (the busy loop level-triggered waits fall into) or stranding it (edges).
+/// `Reserve::default()` is one not held yet: [`Reserve::held`] and [`Reserve::shed`] open it.
+#[derive(Default)]
 pub(crate) struct Reserve {
     file: Option<File>,
 }
 
-/// What [`Reserve::shed`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Reserve::shed`] did. Only [`Shed::Nothing`] means the backlog is empty.
+#[derive(Debug)]
 pub(crate) enum Shed {
     /// One pending connection was accepted into the reserve's slot and closed.
     One,
-    /// Nothing was pending any more.
+    /// The reserve reopened while the connection accepted into its slot was still open:
+    /// descriptors were freed meanwhile, so the connection is kept, as [`accept_stream`]
+    /// returns it (the caller hands it up as a normal accept).
+    Kept(TcpStream, SocketAddr),
+    /// Nothing was pending (Linux answers `EMFILE` before it looks at the backlog).
     Nothing,
-    /// No descriptor could be freed (the reserve is gone and cannot be reopened, or the slot
-    /// was taken by another thread first): the caller stops accepting for now.
+    /// The accept with the freed descriptor failed otherwise (the connection was aborted, or
+    /// another thread took the descriptor first); the reserve is held again. Connections may
+    /// still be pending: the caller stops accepting for now.
     Failed,
+    /// No reserve: it was gone and could not be reopened, or it was given up and could not be
+    /// taken back. Descriptors are short; the caller stops accepting until [`Reserve::held`].
+    NoReserve,
 }
 
 impl Reserve {
-    /// Opens the reserve (it is retried later when this fails).
-    pub(crate) fn new() -> Reserve {
-        Reserve {
-            file: File::open("/dev/null").ok(),
-        }
+    /// Opens the reserve, or fails.
+    pub(crate) fn open() -> io::Result<Reserve> {
+        Ok(Reserve {
+            file: Some(open_null()?),
+        })
     }
 
-    /// Sheds one pending connection of `listener` through the reserve's slot, then takes the
-    /// slot back.
-    pub(crate) fn shed(&mut self, listener: RawFd) -> Shed {
+    /// Whether the reserve is held, reopening it first if it is gone (descriptors may be free
+    /// again).
+    pub(crate) fn held(&mut self) -> bool {
         if self.file.is_none() {
-            // Retry an earlier failure: descriptors may be free again.
-            self.file = File::open("/dev/null").ok();
+            self.file = open_null().ok();
         }
-        if self.file.take().is_none() {
-            return Shed::Failed;
+        self.file.is_some()
+    }
+
+    /// For an accept on `listener` that failed with `EMFILE`/`ENFILE`: frees the reserve's
+    /// slot, accepts the connection at the head of the backlog into it and reopens the reserve.
+    /// If the reserve reopens while the connection still holds the slot, descriptors are free
+    /// again and the connection is kept; otherwise it is closed (shed) and the reserve reopened
+    /// in its place.
+    pub(crate) fn shed(&mut self, listener: RawFd) -> Shed {
+        if !self.held() {
+            return Shed::NoReserve;
         }
-        let result = match accept_stream(listener) {
+        self.file = None; // closes it: one free slot
+        let accepted = loop {
+            match accept_stream(listener) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.file = open_null().ok();
+        match accepted {
+            Ok((stream, from)) if self.file.is_some() => Shed::Kept(stream, from),
             Ok((stream, _)) => {
                 drop(stream);
+                self.file = open_null().ok();
                 Shed::One
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Shed::Nothing,
-            Err(_) => Shed::Failed,
-        };
-        self.file = File::open("/dev/null").ok();
-        result
+            Err(_) if self.file.is_some() => Shed::Failed,
+            Err(_) => Shed::NoReserve,
+        }
     }
+}
+
+/// The reserve's descriptor.
+fn open_null() -> io::Result<File> {
+    File::open("/dev/null")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::io::AsRawFd;
 
     #[test]
     fn sockaddr_round_trip() {
@@ -535,5 +513,30 @@ mod tests {
         let mut buf = [0u8; 4];
         let err = s.recv_from(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// Descriptors are not short here, so the reserve always reopens: a pending connection
+    /// is kept, not shed (the race where descriptors were freed right before a shed).
+    #[test]
+    fn a_shed_with_descriptors_free_keeps_the_connection() {
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut reserve = Reserve::open().unwrap();
+        assert!(reserve.held());
+        assert!(matches!(reserve.shed(listener.as_raw_fd()), Shed::Nothing));
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (stream, from) = loop {
+            match reserve.shed(listener.as_raw_fd()) {
+                Shed::Kept(stream, from) => break (stream, from),
+                Shed::Nothing => {
+                    assert!(std::time::Instant::now() < deadline, "never pending");
+                    std::thread::yield_now();
+                }
+                other => panic!("{:?}", other),
+            }
+        };
+        assert_eq!(from, client.local_addr().unwrap());
+        assert_eq!(stream.peer_addr().unwrap(), from);
+        assert!(reserve.held());
     }
 }
