@@ -8,15 +8,19 @@
 //! |---|---|---|
 //! | [`Model::IoUring`] | `io_uring` | Linux 6.0+ (multishot recvmsg, provided buffer rings) |
 //! | [`Model::Epoll`] | `epoll` | Linux |
+//! | [`Model::Kqueue`] | `kqueue` | macOS and FreeBSD, 64-bit (type-checked for those targets, not run in CI: see [kqueue](#kqueue)) |
 //! | [`Model::Select`] | `select` | every unix (descriptors below `FD_SETSIZE` only) |
 //! | [`Model::Blocking`] | `blocking` | everywhere (pure std; threads: one per UDP socket and listener, two per connection; at most 512 connections) |
-//! | [`Model::Kqueue`], [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
+//! | [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
+//!
+//! A model that does not exist on the platform is refused by [`open`] with
+//! [`OpenError::Unsupported`], whose reason names the models this platform has.
 //!
 //! # The contract
 //!
 //! * [`Backend::bind`] opens a non-blocking UDP socket and returns its [`SocketId`] (its index in
 //!   the backend's socket set). One backend can hold thousands of sockets (the load tester binds
-//!   one per bot); the per-socket cost of a poll is O(1) for epoll.
+//!   one per bot); the per-socket cost of a poll is O(1) for epoll and kqueue.
 //! * [`Backend::poll`] blocks until there is something to deliver (a datagram, a connection,
 //!   stream bytes, a closed connection), the [`Waker`] fires, or the deadline passes (a deadline
 //!   in the past is a non-blocking check), then hands up to [`Config::max_events`] [`Event`]s to
@@ -140,6 +144,31 @@
 //! starts with a non-empty list does not wait. `select` is level-triggered by nature; the
 //! blocking backend keeps a bounded queue.
 //!
+//! # kqueue
+//!
+//! The kqueue backend (macOS, FreeBSD) is the epoll backend's design with kqueue's filters:
+//! UDP sockets on a level-triggered `EVFILT_READ`, listeners and connections on `EVFILT_READ`
+//! with `EV_CLEAR`, the same ready list and budget. What differs:
+//!
+//! * A connection's `EVFILT_WRITE` is registered only while bytes wait that the kernel did not
+//!   take, as a one-shot armed by the flush (or the write) that left them: BSD kernels report
+//!   a registered write filter on every ACK that frees buffer space, which for busy
+//!   connections would be a wake-up per ACK.
+//! * Registrations of new connections and write arming go to the kernel in the `kevent` call
+//!   that waits (no syscall of their own); a refused one closes its connection
+//!   ([`CloseReason::Error`], reported by that poll). UDP sockets and listeners are registered
+//!   at once, so [`Backend::bind`] and [`Backend::listen`] report the error.
+//! * No `recvmmsg`/`sendmmsg` on macOS: one `recvmsg` per datagram into one backend-owned
+//!   buffer of [`Config::max_datagram`] bytes (each datagram is lent to the callback before the
+//!   next is received), one `sendto` per queued datagram at [`Backend::flush`], in queueing
+//!   order; a refused one is dropped and counted like any other.
+//! * The waker is an `EVFILT_USER` event triggered with `NOTE_TRIGGER`; the wait takes a
+//!   `timespec`, so deadlines are kept below the millisecond as with `epoll_pwait2`.
+//!
+//! This machine's CI cannot run it: `scripts/portability.sh` type-checks the crate, tests
+//! included, for `x86_64-apple-darwin`, `aarch64-apple-darwin` and `x86_64-unknown-freebsd`
+//! (docs/operations.md says what that does and does not prove).
+//!
 //! # Example
 //!
 //! ```
@@ -212,6 +241,11 @@ mod blocking;
 mod conns;
 #[cfg(target_os = "linux")]
 mod epoll;
+#[cfg(all(
+    any(target_os = "macos", target_os = "freebsd"),
+    target_pointer_width = "64"
+))]
+mod kqueue;
 #[cfg(unix)]
 mod select;
 mod slab;
@@ -227,7 +261,7 @@ pub struct SocketId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     /// The best model this platform build offers (Linux: io_uring when its probe passes, else
-    /// epoll; other unix: select; else blocking).
+    /// epoll; macOS and FreeBSD: kqueue, else select; other unix: select; else blocking).
     Auto,
     /// Linux epoll: UDP sockets level-triggered with `recvmmsg`/`sendmmsg`, listeners and
     /// stream connections edge-triggered.
@@ -235,7 +269,9 @@ pub enum Model {
     /// Linux io_uring (6.0+): multishot `recvmsg` on a provided buffer ring, `sendmsg` SQEs
     /// submitted with the poll's wait.
     IoUring,
-    /// BSD/macOS kqueue (not implemented yet: [`OpenError::Unsupported`]).
+    /// macOS/FreeBSD kqueue (64-bit targets): UDP sockets level-triggered, listeners and
+    /// stream connections `EV_CLEAR`, an `EVFILT_USER` waker. [`OpenError::Unsupported`]
+    /// elsewhere.
     Kqueue,
     /// Windows I/O completion ports (not implemented yet: [`OpenError::Unsupported`]).
     Iocp,
@@ -789,10 +825,20 @@ impl fmt::Display for IoUringFlags {
 /// The environment variable of the forced-failure test hook (see the crate docs).
 pub const FORCE_FAIL_ENV: &str = "TICKWIRE_IO_FORCE_FAIL";
 
+/// Whether this build has the kqueue backend (the `cfg` of the `kqueue` module): macOS and
+/// FreeBSD, where it is type-checked. Its connection tokens need 64-bit `udata`. The other
+/// BSDs differ (NetBSD's `kevent` fields, OpenBSD's late `EVFILT_USER`) and keep select.
+const KQUEUE_BUILT: bool = cfg!(all(
+    any(target_os = "macos", target_os = "freebsd"),
+    target_pointer_width = "64"
+));
+
 /// The models [`Model::Auto`] tries, best first; the first that opens wins.
 fn auto_candidates() -> &'static [Model] {
     if cfg!(target_os = "linux") {
         &[Model::IoUring, Model::Epoll]
+    } else if KQUEUE_BUILT {
+        &[Model::Kqueue, Model::Select]
     } else if cfg!(unix) {
         &[Model::Select]
     } else {
@@ -825,6 +871,13 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
         Model::Epoll => epoll::Epoll::open(cfg)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(io_err),
+        #[cfg(all(
+            any(target_os = "macos", target_os = "freebsd"),
+            target_pointer_width = "64"
+        ))]
+        Model::Kqueue => kqueue::Kqueue::open(cfg)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map_err(io_err),
         #[cfg(unix)]
         Model::Select => select::Select::open(cfg)
             .map(|b| Box::new(b) as Box<dyn Backend>)
@@ -840,17 +893,75 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
     }
 }
 
+// The models this platform build has, best first (what `available_models` can list), as a
+// literal for the reasons below. One arm per platform family; they exclude each other.
+#[cfg(target_os = "linux")]
+macro_rules! platform_models {
+    () => {
+        "io_uring (when the kernel allows it), epoll, select, blocking"
+    };
+}
+#[cfg(all(
+    any(target_os = "macos", target_os = "freebsd"),
+    target_pointer_width = "64"
+))]
+macro_rules! platform_models {
+    () => {
+        "kqueue, select, blocking"
+    };
+}
+#[cfg(all(
+    unix,
+    not(target_os = "linux"),
+    not(all(
+        any(target_os = "macos", target_os = "freebsd"),
+        target_pointer_width = "64"
+    ))
+))]
+macro_rules! platform_models {
+    () => {
+        "select, blocking"
+    };
+}
+#[cfg(not(unix))]
+macro_rules! platform_models {
+    () => {
+        "blocking"
+    };
+}
+
+/// Why `model` cannot be opened on this platform build, naming the models it has (one line,
+/// for logs and error messages).
 fn unsupported_reason(model: Model) -> &'static str {
     match model {
-        Model::IoUring => "io_uring exists only on Linux",
-        Model::Kqueue if cfg!(any(target_os = "macos", target_os = "freebsd")) => {
-            "the kqueue backend is not implemented yet"
-        }
-        Model::Kqueue => "kqueue exists only on BSD and macOS",
-        Model::Iocp if cfg!(windows) => "the iocp backend is not implemented yet",
-        Model::Iocp => "iocp exists only on Windows",
-        Model::Epoll => "epoll exists only on Linux",
-        Model::Select => "select is only built for unix",
+        Model::IoUring => concat!(
+            "io_uring exists only on Linux; this platform has ",
+            platform_models!()
+        ),
+        Model::Kqueue if cfg!(any(target_os = "macos", target_os = "freebsd")) => concat!(
+            "the kqueue backend is built for 64-bit targets only; this platform has ",
+            platform_models!()
+        ),
+        Model::Kqueue => concat!(
+            "the kqueue backend is built for macOS and FreeBSD only; this platform has ",
+            platform_models!()
+        ),
+        Model::Iocp if cfg!(windows) => concat!(
+            "the iocp backend is not implemented yet; this platform has ",
+            platform_models!()
+        ),
+        Model::Iocp => concat!(
+            "iocp exists only on Windows; this platform has ",
+            platform_models!()
+        ),
+        Model::Epoll => concat!(
+            "epoll exists only on Linux; this platform has ",
+            platform_models!()
+        ),
+        Model::Select => concat!(
+            "select is only built for unix; this platform has ",
+            platform_models!()
+        ),
         Model::Auto | Model::Blocking => "not available in this build",
     }
 }
@@ -925,8 +1036,8 @@ fn cached_probe() -> io::Result<IoUringFlags> {
 }
 
 /// The concrete models [`open`] can open on this platform build, best first (Linux: io_uring
-/// when [`probe_io_uring`] passes, epoll, select, blocking). [`Model::Auto`] is always accepted
-/// by [`open`] and is not listed.
+/// when [`probe_io_uring`] passes, epoll, select, blocking; macOS and FreeBSD: kqueue, select,
+/// blocking). [`Model::Auto`] is always accepted by [`open`] and is not listed.
 pub fn available_models() -> Vec<Model> {
     let mut models = Vec::with_capacity(4);
     if cfg!(target_os = "linux") && probe_io_uring().is_ok() {
@@ -934,6 +1045,9 @@ pub fn available_models() -> Vec<Model> {
     }
     if cfg!(target_os = "linux") {
         models.push(Model::Epoll);
+    }
+    if KQUEUE_BUILT {
+        models.push(Model::Kqueue);
     }
     if cfg!(unix) {
         models.push(Model::Select);
@@ -1062,15 +1176,24 @@ mod tests {
 
     #[test]
     fn unsupported_models_say_so() {
-        let mut unsupported = vec![Model::Kqueue, Model::Iocp];
+        let mut unsupported = vec![Model::Iocp];
+        if !KQUEUE_BUILT {
+            unsupported.push(Model::Kqueue);
+        }
         if !cfg!(target_os = "linux") {
             unsupported.push(Model::IoUring);
+            unsupported.push(Model::Epoll);
         }
+        let available = available_models();
         for m in unsupported {
             match open(m, &Config::default()) {
                 Err(OpenError::Unsupported { model, reason }) => {
                     assert_eq!(model, m);
                     assert!(!reason.is_empty());
+                    // The reason names the models this platform has.
+                    for a in &available {
+                        assert!(reason.contains(a.as_str()), "{}: {}", m, reason);
+                    }
                 }
                 Err(e) => panic!("{}: unexpected error {}", m, e),
                 Ok(_) => panic!("{} opened", m),

@@ -249,6 +249,8 @@ pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
 }
 
 /// True for the errors that mean "the kernel has no room right now": the datagram is dropped.
+// Used by the Linux backends (epoll) only.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn is_would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ENOBUFS)
 }

@@ -79,6 +79,11 @@ fn select_refuses_fds_at_or_above_fd_setsize() {
         let mut epoll = open_model(Model::Epoll, &Config::default());
         epoll.bind(localhost()).unwrap();
     }
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    {
+        let mut kqueue = open_model(Model::Kqueue, &Config::default());
+        kqueue.bind(localhost()).unwrap();
+    }
 
     // With the low fds free again, select binds again.
     drop(files);

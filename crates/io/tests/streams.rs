@@ -217,7 +217,13 @@ impl Rec {
 
 /// Models whose stream half is built: for them `Unsupported` from `listen` is a failure, not
 /// a skip. Add yours when it lands.
-const SERVE_STREAMS: &[Model] = &[Model::Epoll, Model::IoUring, Model::Select, Model::Blocking];
+const SERVE_STREAMS: &[Model] = &[
+    Model::Epoll,
+    Model::IoUring,
+    Model::Kqueue,
+    Model::Select,
+    Model::Blocking,
+];
 
 /// `listen` on 127.0.0.1: the listener's id, or `None` (with a line on stderr) when the
 /// model's stream half is not built yet (`Unsupported`, and only that). Any other failure
