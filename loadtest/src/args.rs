@@ -76,6 +76,7 @@ pub struct Args {
     /// I/O model for the bots' sockets. Default epoll on Linux (auto elsewhere): measured on
     /// this kind of machine, an io_uring load generator against an io_uring server on the same
     /// host inflated the server's tick times, which would make the server's figures the pair's.
+    /// --transport tcp|ws needs a model that serves streams (epoll, io_uring).
     #[arg(long, value_name = "M", default_value = DEFAULT_IO_MODEL)]
     pub io_model: tickwire_io::Model,
 

@@ -847,7 +847,7 @@ impl Swarm {
             if left.is_zero() {
                 return Ok(());
             }
-            match self.open_stream(left.min(STREAM_CONNECT_TIMEOUT)) {
+            match self.open_stream(left.min(STREAM_CONNECT_TIMEOUT))? {
                 Ok((conn, codec)) => {
                     let slot = conn.index as usize;
                     if self.conn_to_bot.len() <= slot {
@@ -886,33 +886,43 @@ impl Swarm {
         Ok(())
     }
 
-    /// Opens one stream bot's connection (and for a WebSocket queues its upgrade request);
-    /// `Err` is the failure reason.
+    /// Opens one stream bot's connection (and for a WebSocket queues its upgrade request).
+    /// The inner `Err` is the bot's failure reason; the outer one a setup error (an io model
+    /// that cannot open connections at all).
     fn open_stream(
         &mut self,
         timeout: Duration,
-    ) -> std::result::Result<(ConnId, ClientConn), String> {
-        let conn = self
-            .io
-            .connect(self.server, timeout)
-            .map_err(|e| format!("stream_connect_failed: {e}{}", fd_hint(&e, self.bots.len())))?;
+    ) -> Result<std::result::Result<(ConnId, ClientConn), String>> {
+        let conn = match self.io.connect(self.server, timeout) {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => bail!(
+                "--transport {} needs stream connections, and io model {} cannot open them: {e} \
+                 (use --io-model epoll or io_uring)",
+                self.transport.as_str(),
+                self.io.model()
+            ),
+            Err(e) => {
+                let hint = fd_hint(&e, self.bots.len());
+                return Ok(Err(format!("stream_connect_failed: {e}{hint}")));
+            }
+        };
         let codec = match self.transport {
             Transport::Ws => {
                 let Ok(key) = random_ws_key() else {
                     self.io.close(conn);
-                    return Err("stream_no_random".to_string());
+                    return Ok(Err("stream_no_random".to_string()));
                 };
                 // `SocketAddr`'s display is the Host form: `127.0.0.1:7777`, `[::1]:7777`.
                 let request = ws_client_request(&self.server.to_string(), "/", key);
                 if let Err(e) = self.io.send_stream(conn, &request) {
                     self.io.close(conn);
-                    return Err(format!("stream_upgrade_not_sent: {e}"));
+                    return Ok(Err(format!("stream_upgrade_not_sent: {e}")));
                 }
                 ClientConn::websocket(key, Limits::default())
             }
             Transport::Tcp | Transport::Udp => ClientConn::tcp(Limits::default()),
         };
-        Ok((conn, codec))
+        Ok(Ok((conn, codec)))
     }
 
     /// Runs every send slot that is due (open loop; see the module docs).
@@ -1950,7 +1960,10 @@ mod tests {
                     sending: true,
                     progress: None,
                 };
-                let (conn, codec) = swarm_like.open_stream(STREAM_CONNECT_TIMEOUT).unwrap();
+                let (conn, codec) = swarm_like
+                    .open_stream(STREAM_CONNECT_TIMEOUT)
+                    .unwrap()
+                    .unwrap();
                 bot.link = Link::Stream { conn, codec };
                 let mut conn_to_bot = vec![u32::MAX; conn.index as usize + 1];
                 conn_to_bot[conn.index as usize] = 0;
