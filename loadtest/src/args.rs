@@ -29,9 +29,16 @@ pub const DEFAULT_PROTOCOL_ID: &str = "0x7469636b77697265";
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tickwire-loadtest", version, about, long_about = None)]
 pub struct Args {
-    /// Server UDP address (host:port).
+    /// Server game address (host:port): its UDP port, and with --transport tcp or ws the TCP
+    /// listener the server opens on the same port number.
     #[arg(long, value_name = "ADDR", value_parser = parse_server_addr)]
     pub server: SocketAddr,
+
+    /// How the bots' netcode packets travel: udp (one datagram each, one UDP socket per bot),
+    /// tcp (one TCP connection per bot, each packet behind a 2-byte length) or ws (one
+    /// WebSocket per bot, `GET /` upgrade, one packet per binary message). Same connect tokens.
+    #[arg(long, value_name = "T", value_enum, default_value_t = Transport::Udp)]
+    pub transport: Transport,
 
     /// The server's 32-byte connect-token key file (`auth.key_file`).
     #[arg(long, value_name = "PATH")]
@@ -69,6 +76,7 @@ pub struct Args {
     /// I/O model for the bots' sockets. Default epoll on Linux (auto elsewhere): measured on
     /// this kind of machine, an io_uring load generator against an io_uring server on the same
     /// host inflated the server's tick times, which would make the server's figures the pair's.
+    /// --transport tcp|ws needs a model that serves streams (epoll, io_uring).
     #[arg(long, value_name = "M", default_value = DEFAULT_IO_MODEL)]
     pub io_model: tickwire_io::Model,
 
@@ -86,6 +94,35 @@ pub struct Args {
     /// play and is counted as a game mismatch (the run fails).
     #[arg(long, value_name = "NAME", value_parser = parse_game)]
     pub game: Option<String>,
+}
+
+/// How the bots reach the server (`--transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// netcode datagrams, one UDP socket per bot.
+    Udp,
+    /// One TCP connection per bot: each packet behind a 2-byte little-endian length.
+    Tcp,
+    /// One WebSocket per bot (RFC 6455, `ws://ADDR/`, subprotocol `tickwire.netcode`): one
+    /// packet per binary message.
+    #[value(alias = "websocket")]
+    Ws,
+}
+
+impl Transport {
+    /// `udp`, `tcp` or `ws`: the flag's spelling, used in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        }
+    }
+
+    /// Whether each bot holds a stream connection instead of a UDP socket.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
 }
 
 /// A built-in game's name (`tickwire_games::builtin()`).
@@ -199,6 +236,29 @@ mod tests {
         assert_eq!(a.connect_timeout_secs, Duration::from_secs(10));
         assert!(a.metrics.is_none() && a.json.is_none() && !a.no_progress);
         assert_eq!(a.game, None, "default: the game the server's welcome names");
+        assert_eq!(a.transport, Transport::Udp, "default: udp");
+    }
+
+    #[test]
+    fn transports() {
+        for (flag, want, name) in [
+            ("udp", Transport::Udp, "udp"),
+            ("tcp", Transport::Tcp, "tcp"),
+            ("ws", Transport::Ws, "ws"),
+            ("websocket", Transport::Ws, "ws"),
+        ] {
+            let a = parse(&["--transport", flag]).unwrap();
+            assert_eq!(a.transport, want, "{flag}");
+            assert_eq!(a.transport.as_str(), name);
+            assert_eq!(a.transport.is_stream(), want != Transport::Udp);
+        }
+        let e = parse(&["--transport", "quic"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = e.to_string();
+        for name in ["--transport", "quic", "udp", "tcp", "ws"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert!(parse(&["--transport"]).is_err(), "a value is required");
     }
 
     #[test]
@@ -221,6 +281,8 @@ mod tests {
             "0xff",
             "--game",
             "arena",
+            "--transport",
+            "ws",
         ])
         .unwrap();
         assert_eq!(a.protocol_id, 42);
@@ -232,6 +294,7 @@ mod tests {
         assert_eq!(a.connect_timeout_secs, Duration::from_millis(2500));
         assert_eq!(a.seed, 255);
         assert_eq!(a.game.as_deref(), Some("arena"));
+        assert_eq!(a.transport, Transport::Ws);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! tickwire-loadtest: a swarm of headless bots speaking the real Tickwire protocol (netcode
-//! handshake with real connect tokens, encrypted inputs, snapshots) from one thread over one
-//! multi-socket io backend, with a human summary and an optional JSON report.
+//! handshake with real connect tokens, encrypted inputs, snapshots) over UDP, TCP or WebSocket
+//! (`--transport`), from one thread over one io backend holding every bot's socket or
+//! connection, with a human summary and an optional JSON report.
 //!
 //! `main` only parses the command line, runs [`swarm::run`], prints the summary, writes the
 //! JSON and maps the outcome to the exit status: 0 pass, 1 a check failed (a bot could not

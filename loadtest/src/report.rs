@@ -173,7 +173,7 @@ impl GameFigures {
 }
 
 /// Secondary counters, reported under `"diagnostics"` in the JSON.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diagnostics {
     /// Send slots skipped because the loop fell more than a tick behind its open-loop
     /// schedule (non-zero means the load generator did not keep up).
@@ -188,8 +188,19 @@ pub struct Diagnostics {
     /// Send slots during the window at which a connected bot sent nothing because its welcome
     /// had not arrived yet (it cannot know the game's input size before).
     pub inputs_awaiting_welcome: u64,
-    /// Datagrams our side could not queue or the kernel refused.
+    /// Packets our side could not queue (datagram slab, stream send buffer) or the kernel
+    /// refused.
     pub send_failures: u64,
+    /// Stream transports: packets netcode sent on a WebSocket before the server answered its
+    /// upgrade, dropped (netcode's handshake resends cover them). A few per bot at connect.
+    pub stream_not_ready: u64,
+    /// Stream transports: sends refused because a connection's bounded send buffer was full
+    /// (the io backend's count; also in `send_failures`).
+    pub stream_send_full: u64,
+    /// Stream transports: connections that ended, by reason (`stream_closed_eof`: the server
+    /// closed it; `stream_error_<kind>`; `stream_<violation>`: the framing broke), over the
+    /// whole run.
+    pub stream_closes: Vec<(String, u32)>,
     /// Replies produced while receiving that did not fit the outbox (dropped).
     pub outbox_dropped: u64,
     /// Datagrams the io backend dropped as truncated.
@@ -230,6 +241,8 @@ pub struct Report {
     pub snapshot_bytes_mean: Option<f64>,
     /// The io model that actually ran (`epoll`, ...).
     pub io_model: String,
+    /// `--transport`: `udp`, `tcp` or `ws`.
+    pub transport: String,
     /// CPU cores this process used over the window (`/proc/self/stat`; `None` elsewhere).
     pub loadtest_cpu_cores: Option<f64>,
     /// Server figures, present with `--metrics`.
@@ -292,6 +305,15 @@ impl Report {
                  --key-file and --protocol-id against the server's"
                     .to_string(),
             );
+        }
+        if self.connect_failures.iter().any(|(r, _)| {
+            r.starts_with("stream_connect_failed") || r == "connect_timeout_websocket_upgrade"
+        }) {
+            out.push(format!(
+                "some --transport {} connections failed: the server must listen for streams \
+                 on --server's port number (TCP; server.max_connections > 0)",
+                self.transport
+            ));
         }
         let g = &self.game;
         if g.refused() > 0 {
@@ -391,6 +413,7 @@ impl Report {
             "snapshot_bytes_mean",
             &num(self.snapshot_bytes_mean.map(|b| round(b, 2))),
         );
+        field(&mut j, "transport", &string(&self.transport));
         field(&mut j, "io_model", &string(&self.io_model));
         field(
             &mut j,
@@ -428,7 +451,8 @@ impl Report {
                 "{{\"schedule_slips\": {}, \"inputs_sent\": {}, \"snapshots_stale\": {}, \
                  \"snapshots_early\": {}, \"inputs_awaiting_welcome\": {}, \
                  \"send_failures\": {}, \"outbox_dropped\": {}, \"io_truncated\": {}, \
-                 \"io_recv_errors\": {}, \"byes\": {}}}",
+                 \"io_recv_errors\": {}, \"byes\": {}, \"stream_not_ready\": {}, \
+                 \"stream_send_full\": {}, \"stream_closes\": {}}}",
                 d.schedule_slips,
                 d.inputs_sent,
                 d.snapshots_stale,
@@ -438,7 +462,10 @@ impl Report {
                 d.outbox_dropped,
                 d.io_truncated,
                 d.io_recv_errors,
-                d.byes
+                d.byes,
+                d.stream_not_ready,
+                d.stream_send_full,
+                counts(&d.stream_closes)
             ),
         );
         let failures: Vec<String> = self.failures().iter().map(|f| string(f)).collect();
@@ -456,9 +483,10 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "tickwire-loadtest: {} bots -> {} (io {}), window {:.1} s of {} s, tick {} ms",
+            "tickwire-loadtest: {} bots -> {} over {} (io {}), window {:.1} s of {} s, tick {} ms",
             self.clients_requested,
             self.server,
+            self.transport,
             self.io_model,
             self.window_s,
             self.duration_s,
@@ -481,6 +509,15 @@ impl Report {
                 format!(" ({})", lost.join(", "))
             }
         );
+        if !self.diagnostics.stream_closes.is_empty() {
+            let closes: Vec<String> = self
+                .diagnostics
+                .stream_closes
+                .iter()
+                .map(|(r, n)| format!("{r} x{n}"))
+                .collect();
+            let _ = writeln!(s, "  streams     ended: {}", closes.join(", "));
+        }
         let g = &self.game;
         let _ = writeln!(
             s,
@@ -689,6 +726,7 @@ mod tests {
             },
             snapshot_bytes_mean: Some(612.345),
             io_model: "epoll".into(),
+            transport: "udp".into(),
             loadtest_cpu_cores: Some(0.12345),
             server_metrics: None,
             min_delivery: 0.95,
@@ -728,6 +766,7 @@ mod tests {
             ("delivery_ratio", "0.992"),
             ("snapshot_bytes_mean", "612.35"),
             ("io_model", "\"epoll\""),
+            ("transport", "\"udp\""),
             ("loadtest_cpu_cores", "0.1235"),
             ("game", "\"arena\""),
             ("game_requested", "null"),
@@ -885,6 +924,62 @@ mod tests {
             f[0].contains("3 clients") && f[0].contains("game_unknown x2, game_incompatible x1"),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn stream_transports_are_reported() {
+        let mut r = sample_report();
+        r.transport = "ws".into();
+        r.clients_connected = 9;
+        r.connect_failures = vec![(
+            "stream_connect_failed: Connection refused (os error 111)".into(),
+            1,
+        )];
+        r.connection_losses = vec![("stream_closed_eof".into(), 2)];
+        r.diagnostics.stream_not_ready = 10;
+        r.diagnostics.stream_send_full = 3;
+        r.diagnostics.stream_closes = vec![
+            ("stream_closed_eof".into(), 2),
+            ("stream_peer_close".into(), 1),
+        ];
+        let json = r.to_json();
+        assert_eq!(json_value(&json, "transport"), Some("\"ws\""));
+        assert_eq!(json_value(&json, "clients_lost"), Some("2"));
+        let d = json_value(&json, "diagnostics").unwrap();
+        assert!(
+            d.contains("\"stream_not_ready\": 10")
+                && d.contains("\"stream_send_full\": 3")
+                && d.contains(
+                    "\"stream_closes\": {\"stream_closed_eof\": 2, \"stream_peer_close\": 1}}"
+                ),
+            "{d}"
+        );
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        let summary = r.summary();
+        assert!(
+            summary.contains("bots -> 127.0.0.1:7777 over ws (io epoll)"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("streams     ended: stream_closed_eof x2, stream_peer_close x1"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("2 lost during the window (stream_closed_eof x2)"),
+            "{summary}"
+        );
+        let f = r.failures();
+        assert!(
+            f.iter()
+                .any(|l| l.contains("--transport ws") && l.contains("max_connections")),
+            "{f:?}"
+        );
+        // UDP runs say nothing about streams.
+        let udp = sample_report();
+        assert!(!udp.summary().contains("streams"));
+        assert!(json_value(&udp.to_json(), "diagnostics")
+            .unwrap()
+            .contains("\"stream_closes\": {}"));
     }
 
     #[test]

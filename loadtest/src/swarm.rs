@@ -1,20 +1,50 @@
-//! The swarm: N bots, one thread, one event loop, one io backend holding every bot's socket.
+//! The swarm: N bots, one thread, one event loop, one io backend holding every bot's link.
 //!
 //! [`run`] does the whole measurement:
 //!
-//! 1. **Setup.** Reads the 32-byte key, checks the metrics endpoint (when given), opens the io
-//!    backend and binds one UDP socket per bot (loopback for a loopback server, otherwise the
-//!    unspecified address of the server's family). A socket's [`SocketId`] indexes straight
-//!    into `socket_to_bot`.
+//! 1. **Setup.** Reads the 32-byte key, checks the metrics endpoint (when given) and opens the
+//!    io backend. With `--transport udp` it binds one UDP socket per bot (loopback for a
+//!    loopback server, otherwise the unspecified address of the server's family); a socket's
+//!    [`SocketId`] indexes straight into `socket_to_bot`. Stream transports open nothing yet.
 //! 2. **Connect phase.** Bots start in waves of [`WAVE_SIZE`] every [`WAVE_INTERVAL`]; each
 //!    mints its own connect token (client id = bot index + 1, the server address as the only
-//!    address) and runs the netcode handshake through a [`GameClient`]. The phase ends when every
-//!    bot is connected or has failed, or at `--connect-timeout-secs` (stragglers are abandoned
-//!    and count as failed).
+//!    address) and runs the netcode handshake through a [`GameClient`]. A stream bot first
+//!    opens its connection (see "Links" below). The phase ends when every bot is connected or
+//!    has failed, or at `--connect-timeout-secs` (stragglers are abandoned and count as
+//!    failed).
 //! 3. **Window.** The measurement window of `--duration` starts (metrics and `/proc/self/stat`
 //!    read at both ends). Only snapshots and round trips observed inside it are counted.
-//! 4. **Teardown.** Every bot disconnects politely (netcode disconnect packets), the backend is
-//!    flushed, and a [`Report`] comes back.
+//! 4. **Teardown.** Every bot disconnects politely (netcode disconnect packets; a WebSocket
+//!    bot then a close frame), the backend is flushed, and a [`Report`] comes back.
+//!
+//! # Links (`--transport`)
+//!
+//! Each bot's [`Link`] is its own UDP socket, or one stream connection with its own
+//! [`ClientConn`] codec (`tickwire-stream`, sans-IO) for TCP framing or a WebSocket:
+//!
+//! * A stream bot connects when its wave starts, with the backend's blocking
+//!   [`Backend::connect`] (at most [`STREAM_CONNECT_TIMEOUT`], never past the connect
+//!   deadline; instant on loopback), then the connection is registered with the backend and
+//!   its [`ConnId`]'s slot indexes `conn_to_bot` (the bot's own link holds the whole handle,
+//!   so an event for an older connection in a reused slot is ignored). A connect that fails
+//!   fails the bot, with the error as the reason (`stream_connect_failed: ...`).
+//! * A WebSocket bot sends the upgrade request (`GET /`, subprotocol `tickwire.netcode`) at
+//!   once; its netcode packets are framed only once the server's `101` has been read
+//!   ([`ClientConn::is_established`]). Packets netcode sends before that are dropped and
+//!   counted (`diagnostics.stream_not_ready`): netcode's own handshake resends (every 100 ms)
+//!   cover them, as they would a lost datagram.
+//! * Bytes from the backend ([`Event::Stream`]) go through the bot's codec; each whole packet
+//!   goes to its `GameClient` as a packet from the server's address. Packets a bot sends are
+//!   framed into one reused buffer and queued with [`Backend::send_stream`] (all or nothing:
+//!   a packet that finds the connection's bounded buffer full is dropped and counted in
+//!   `send_failures`, as UDP would lose it).
+//! * A stream that ends ([`Event::Closed`]: the server closed it or it failed) or that
+//!   breaks the framing (a [`tickwire_stream::Violation`]: we send the codec's reply, a close
+//!   frame, and close it) takes the bot down: a connected bot is lost (`clients_lost`, the
+//!   reason in `connection_losses`), a handshaking one failed. Every such end is also
+//!   counted by reason in `diagnostics.stream_closes` (`stream_closed_eof`,
+//!   `stream_error_<kind>`, `stream_<violation>`), including ends of bots that netcode had
+//!   already seen disconnected.
 //!
 //! # The schedule (open loop)
 //!
@@ -48,11 +78,13 @@
 //!
 //! # Hot path
 //!
-//! Nothing is allocated per datagram by this module: the per-bot state, the RTT rings, the
-//! histogram and the outbox are allocated up front. (`GameClient` itself decodes each
-//! snapshot's entity list into a `Vec`.) Replies a bot produces while a datagram is being
-//! handled (the backend is borrowed by `poll` at that moment) go into a bounded outbox that is
-//! sent right after the poll returns.
+//! Nothing is allocated per packet by this module: the per-bot state, the RTT rings, the
+//! histogram, the outbox, the framing buffer and the codec reply buffer are allocated up front,
+//! and each bot's codec allocates its one-frame reassembly buffer once. (`GameClient` itself
+//! decodes each snapshot's entity list into a `Vec`; connects, closes and failure reasons
+//! allocate, but they are rare.) Replies a bot produces while a packet is being handled (the
+//! backend is borrowed by `poll` at that moment) go into a bounded outbox that is framed for
+//! the bot's link and sent right after the poll returns; connections to close wait there too.
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
@@ -61,10 +93,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use tickwire_client::{ClientStats, GameClient, GameEvent, Now, Welcome};
-use tickwire_io::{on_datagrams, Backend, SendError, SocketId};
+use tickwire_io::{Backend, CloseReason, ConnId, Event, SendError, SocketId};
 use tickwire_netcode::{generate_connect_token, Key, TokenParams, USER_DATA_BYTES};
+use tickwire_stream::{
+    close_code, random_ws_key, ws_client_request, ClientConn, FrameError, Limits, Violation,
+};
 
-use crate::args::Args;
+use crate::args::{Args, Transport};
 use crate::play::{bot_seed, Catalog, Player, Refusal};
 use crate::report::{Diagnostics, GameFigures, LatencyHistogram, Report, Rtt, ServerFigures};
 use crate::scrape::{self, MetricsUrl, Scrape};
@@ -94,6 +129,13 @@ const MAX_EVENTS: usize = 256;
 const EXTRA_POLLS: usize = 4;
 /// Bytes the outbox can hold between a poll and its drain.
 const OUTBOX_BYTES: usize = 512 * 1024;
+/// Longest blocking connect of one stream bot (also never past the connect deadline).
+pub const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait at teardown for the server to close the stream bots' connections.
+const STREAM_LINGER: Duration = Duration::from_secs(1);
+/// Capacity of the reused framing and codec-reply buffers: a largest packet (1400 bytes)
+/// plus a WebSocket or TCP header, with room to spare.
+const FRAME_BYTES: usize = 2048;
 /// `/proc/<pid>/stat` time unit (USER_HZ, 100 on every mainstream Linux architecture).
 const USER_HZ: f64 = 100.0;
 
@@ -126,7 +168,6 @@ enum Play {
 
 /// Per-bot bookkeeping, beside its [`GameClient`] (split so both can be borrowed at once).
 struct Meter {
-    socket: SocketId,
     status: Status,
     /// Tick length from this bot's welcome.
     tick_ms: u16,
@@ -147,9 +188,8 @@ struct Meter {
 }
 
 impl Meter {
-    fn new(socket: SocketId, seed: u64) -> Self {
+    fn new(seed: u64) -> Self {
         Meter {
-            socket,
             status: Status::Idle,
             tick_ms: DEFAULT_TICK_MS,
             counted: false,
@@ -183,10 +223,36 @@ impl Meter {
     }
 }
 
-/// One bot: its client (once started) and its meter.
+/// One bot: its client (once started), its meter and its link to the server (three fields,
+/// so that all three can be borrowed at once).
 struct Bot {
     game: Option<GameClient>,
     meter: Meter,
+    link: Link,
+}
+
+/// A bot's way to the server. See the module docs, "Links".
+// The codec lives inline: the bots are one allocation made up front, and a UDP bot paying a
+// few hundred bytes for the larger variant is cheaper than a pointer chase per packet.
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    /// Its own UDP socket (`--transport udp`).
+    Udp(SocketId),
+    /// A stream transport without a connection: not started yet, the connect failed, or the
+    /// connection ended. Packets for it are dropped.
+    Down,
+    /// A stream connection and its client codec (TCP framing, or a WebSocket).
+    Stream { conn: ConnId, codec: ClientConn },
+}
+
+impl Link {
+    /// The stream connection, if the link is one.
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Link::Stream { conn, .. } => Some(*conn),
+            Link::Udp(_) | Link::Down => None,
+        }
+    }
 }
 
 /// Counters shared by every bot's event handler.
@@ -220,6 +286,9 @@ struct Tally {
     refusals: Vec<(String, u32)>,
     /// The first refusal's text.
     first_refusal: Option<String>,
+    /// Stream connections that ended (closed by the server, failed, broke the framing), by
+    /// reason, over the whole run.
+    stream_closes: Vec<(String, u32)>,
 }
 
 impl Tally {
@@ -262,6 +331,7 @@ impl Tally {
             events_received: 0,
             refusals: Vec::new(),
             first_refusal: None,
+            stream_closes: Vec::new(),
         }
     }
 }
@@ -274,10 +344,23 @@ fn bump(list: &mut Vec<(String, u32)>, reason: String) {
     }
 }
 
-/// Replies produced while a datagram is handled, sent after the poll.
+/// Where an outbox item goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    /// A netcode packet from bot `.0`, to be framed for its link at drain time (its codec is
+    /// busy feeding while the packet is produced).
+    Bot(u32),
+    /// Bytes already framed by a codec (a WebSocket pong or close frame) for a connection.
+    Conn(ConnId),
+}
+
+/// Replies produced while a packet is handled, sent after the poll; and connections to close
+/// once those are queued.
 struct Outbox {
     bytes: Vec<u8>,
-    items: Vec<(SocketId, SocketAddr, usize, usize)>,
+    items: Vec<(Dest, SocketAddr, usize, usize)>,
+    /// Connections to close after the items are sent (rare: may grow).
+    closing: Vec<ConnId>,
     dropped: u64,
 }
 
@@ -286,11 +369,12 @@ impl Outbox {
         Outbox {
             bytes: Vec::with_capacity(OUTBOX_BYTES),
             items: Vec::with_capacity(MAX_EVENTS * 2),
+            closing: Vec::with_capacity(64),
             dropped: 0,
         }
     }
 
-    fn push(&mut self, socket: SocketId, to: SocketAddr, data: &[u8]) {
+    fn push(&mut self, dest: Dest, to: SocketAddr, data: &[u8]) {
         if self.bytes.len() + data.len() > self.bytes.capacity()
             || self.items.len() == self.items.capacity()
         {
@@ -299,8 +383,22 @@ impl Outbox {
         }
         let start = self.bytes.len();
         self.bytes.extend_from_slice(data);
-        self.items.push((socket, to, start, data.len()));
+        self.items.push((dest, to, start, data.len()));
     }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.closing.is_empty()
+    }
+}
+
+/// What sending cost, over the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SendCounts {
+    /// Packets our side could not queue (send slab, stream buffer full, stale connection) or
+    /// the kernel refused.
+    failures: u64,
+    /// Packets netcode sent on a WebSocket whose upgrade was not answered yet (dropped).
+    not_ready: u64,
 }
 
 /// Queues one datagram; when the send slab is full, flushes it and tries once more.
@@ -313,6 +411,177 @@ fn send_now(io: &mut dyn Backend, failures: &mut u64, socket: SocketId, to: Sock
             }
         }
         Err(_) => *failures += 1,
+    }
+}
+
+/// Sends one of a bot's netcode packets on its link: a datagram to `to`, or the packet framed
+/// by the bot's codec into `frame` (cleared first; reused, so nothing is allocated) and queued
+/// on its connection. A link that is down drops it.
+fn send_on(
+    io: &mut dyn Backend,
+    counts: &mut SendCounts,
+    frame: &mut Vec<u8>,
+    link: &mut Link,
+    to: SocketAddr,
+    packet: &[u8],
+) {
+    match link {
+        Link::Udp(socket) => send_now(io, &mut counts.failures, *socket, to, packet),
+        Link::Down => {}
+        Link::Stream { conn, codec } => {
+            frame.clear();
+            match codec.encode(packet, frame) {
+                Ok(_) => {
+                    if io.send_stream(*conn, frame).is_err() {
+                        counts.failures += 1;
+                    }
+                }
+                Err(FrameError::NotEstablished) => counts.not_ready += 1,
+                Err(_) => counts.failures += 1,
+            }
+        }
+    }
+}
+
+/// Sends what the outbox holds (each bot's packets framed for its link), then closes the
+/// connections waiting to be closed.
+fn drain_outbox(
+    io: &mut dyn Backend,
+    bots: &mut [Bot],
+    outbox: &mut Outbox,
+    counts: &mut SendCounts,
+    frame: &mut Vec<u8>,
+) {
+    for &(dest, to, start, len) in &outbox.items {
+        let data = &outbox.bytes[start..start + len];
+        match dest {
+            Dest::Bot(b) => {
+                if let Some(bot) = bots.get_mut(b as usize) {
+                    send_on(io, counts, frame, &mut bot.link, to, data);
+                }
+            }
+            Dest::Conn(conn) => {
+                if io.send_stream(conn, data).is_err() {
+                    counts.failures += 1;
+                }
+            }
+        }
+    }
+    outbox.items.clear();
+    outbox.bytes.clear();
+    for conn in outbox.closing.drain(..) {
+        io.close(conn);
+    }
+}
+
+/// The receive side of the swarm, lent to the poll callback: every event goes to its bot.
+struct Inbound<'a> {
+    bots: &'a mut [Bot],
+    socket_to_bot: &'a [u32],
+    conn_to_bot: &'a [u32],
+    outbox: &'a mut Outbox,
+    tally: &'a mut Tally,
+    /// Reused buffer for what a codec must send back.
+    reply: &'a mut Vec<u8>,
+    t0: Instant,
+    unix_secs: u64,
+}
+
+impl Inbound<'_> {
+    fn now(&self) -> (Now, u64) {
+        let mono = Instant::now().saturating_duration_since(self.t0);
+        (
+            Now {
+                mono,
+                unix_secs: self.unix_secs,
+            },
+            mono.as_nanos() as u64,
+        )
+    }
+
+    /// Hands one backend event to its bot.
+    fn on_io_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Datagram { socket, from, data } => {
+                let Some(&b) = self.socket_to_bot.get(socket.0 as usize) else {
+                    return;
+                };
+                let (now, at_ns) = self.now();
+                let Inbound {
+                    bots,
+                    outbox,
+                    tally,
+                    ..
+                } = self;
+                let Some(Bot {
+                    game: Some(game),
+                    meter,
+                    ..
+                }) = bots.get_mut(b as usize)
+                else {
+                    return;
+                };
+                game.handle_packet(
+                    now,
+                    from,
+                    data,
+                    &mut |to, d| outbox.push(Dest::Bot(b), to, d),
+                    &mut |ev| on_event(meter, tally, ev, at_ns),
+                );
+            }
+            Event::Stream { conn, data } => self.on_stream(conn, data),
+            Event::Closed { conn, reason } => {
+                let Some(b) = self.bot_of(conn) else { return };
+                let Bot { meter, link, .. } = &mut self.bots[b];
+                *link = Link::Down;
+                stream_ended(meter, self.tally, close_reason(reason));
+            }
+            Event::Accepted { .. } => {}
+        }
+    }
+
+    /// The bot whose link is `conn` (not an older connection that had its slot).
+    fn bot_of(&self, conn: ConnId) -> Option<usize> {
+        let b = *self.conn_to_bot.get(conn.index as usize)? as usize;
+        (self.bots.get(b)?.link.conn() == Some(conn)).then_some(b)
+    }
+
+    /// Bytes on a bot's connection: through its codec, each packet to its client.
+    fn on_stream(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(b) = self.bot_of(conn) else { return };
+        let (now, at_ns) = self.now();
+        let Inbound {
+            bots,
+            outbox,
+            tally,
+            reply,
+            ..
+        } = self;
+        let Bot { game, meter, link } = &mut bots[b];
+        let (Some(game), Link::Stream { codec, .. }) = (game.as_mut(), &mut *link) else {
+            return;
+        };
+        // Every packet on the connection is from the server (docs/protocol.md §5.1).
+        let server = game.server_addr();
+        reply.clear();
+        let fed = codec.feed(data, reply, &mut |packet| {
+            game.handle_packet(
+                now,
+                server,
+                packet,
+                &mut |to, d| outbox.push(Dest::Bot(b as u32), to, d),
+                &mut |ev| on_event(meter, tally, ev, at_ns),
+            )
+        });
+        if !reply.is_empty() {
+            outbox.push(Dest::Conn(conn), server, reply);
+        }
+        if let Err(v) = fed {
+            let reason = violation_reason(v, codec.http_status());
+            outbox.closing.push(conn);
+            *link = Link::Down;
+            stream_ended(meter, tally, reason);
+        }
     }
 }
 
@@ -359,23 +628,62 @@ fn on_event(meter: &mut Meter, tally: &mut Tally, event: GameEvent, at_ns: u64) 
             }
         }
         GameEvent::Bye(_) => tally.byes += 1,
-        GameEvent::Disconnected(state) => match meter.status {
-            Status::Connecting => {
-                meter.status = Status::Failed;
-                tally.fail(state.as_str().to_string());
+        GameEvent::Disconnected(state) => end_connection(meter, tally, state.as_str()),
+    }
+}
+
+/// The bot's connection ended for `reason` (a netcode state, or a stream's end): a handshaking
+/// bot failed, a connected one is lost. Nothing happens to a bot that already ended.
+fn end_connection(meter: &mut Meter, tally: &mut Tally, reason: &str) {
+    match meter.status {
+        Status::Connecting => {
+            meter.status = Status::Failed;
+            tally.fail(reason.to_string());
+        }
+        Status::Connected => {
+            meter.status = Status::Lost;
+            tally.connected -= 1;
+            if tally.window.is_none() {
+                // Lost before the window: it will not be counted, so it failed.
+                tally.fail(format!("lost_before_window_{reason}"));
+            } else if meter.counted {
+                bump(&mut tally.losses, reason.to_string());
             }
-            Status::Connected => {
-                meter.status = Status::Lost;
-                tally.connected -= 1;
-                if tally.window.is_none() {
-                    // Lost before the window: it will not be counted, so it failed.
-                    tally.fail(format!("lost_before_window_{}", state.as_str()));
-                } else if meter.counted {
-                    bump(&mut tally.losses, state.as_str().to_string());
-                }
-            }
-            _ => {}
-        },
+        }
+        Status::Idle | Status::Failed | Status::Lost => {}
+    }
+}
+
+/// The bot's stream connection ended for `reason`: counted in `tally.stream_closes` whatever
+/// the bot's state, and the end of its connection if netcode had not ended it already.
+fn stream_ended(meter: &mut Meter, tally: &mut Tally, reason: String) {
+    end_connection(meter, tally, &reason);
+    bump(&mut tally.stream_closes, reason);
+}
+
+/// The reason a closed stream is counted under: `stream_closed_eof` (the server closed it) or
+/// `stream_error_<kind>` (`stream_error_connection_reset`, ...).
+fn close_reason(reason: CloseReason) -> String {
+    match reason {
+        CloseReason::Eof => "stream_closed_eof".to_string(),
+        CloseReason::Error(kind) => {
+            let words = kind
+                .to_string()
+                .to_ascii_lowercase()
+                .replace([' ', '-'], "_");
+            format!("stream_error_{words}")
+        }
+    }
+}
+
+/// The reason a framing violation is counted under: `stream_<violation>`, and for a refused
+/// WebSocket upgrade the server's HTTP status (`stream_bad_handshake_http_503`).
+fn violation_reason(v: Violation, http_status: Option<u16>) -> String {
+    match (v, http_status) {
+        (Violation::BadHandshake, Some(status)) if status != 101 => {
+            format!("stream_bad_handshake_http_{status}")
+        }
+        _ => format!("stream_{}", v.as_str()),
     }
 }
 
@@ -411,6 +719,18 @@ fn bind_addr(server: SocketAddr) -> SocketAddr {
     }
 }
 
+/// A hint for "too many open files" (each bot holds one descriptor), else nothing.
+fn fd_hint(e: &io::Error, bots: usize) -> String {
+    if e.raw_os_error() == Some(24) {
+        format!(
+            " (too many open files: raise `ulimit -n` above {})",
+            bots + 64
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Reads a 32-byte key file.
 fn read_key(path: &std::path::Path) -> Result<Key> {
     let bytes =
@@ -430,10 +750,19 @@ fn read_key(path: &std::path::Path) -> Result<Key> {
 struct Swarm {
     io: Box<dyn Backend>,
     bots: Vec<Bot>,
+    /// `--transport`.
+    transport: Transport,
+    /// Bot index by [`SocketId`] (UDP).
     socket_to_bot: Vec<u32>,
+    /// Bot index by [`ConnId::index`] (streams; the bot's link holds the whole handle).
+    conn_to_bot: Vec<u32>,
     outbox: Outbox,
     tally: Tally,
-    send_failures: u64,
+    sends: SendCounts,
+    /// Reused buffer a packet is framed into for its stream.
+    frame: Vec<u8>,
+    /// Reused buffer for a codec's replies.
+    reply: Vec<u8>,
     inputs_sent_window: u64,
     /// Send slots in the window at which a connected bot had no welcome yet (sent nothing).
     inputs_awaiting_welcome: u64,
@@ -448,6 +777,8 @@ struct Swarm {
     next_wave_at: Instant,
     next_slot_at: Instant,
     slot_index: u64,
+    /// End of the connect phase: no stream connect blocks past it.
+    connect_deadline: Instant,
     sending: bool,
     progress: Option<Progress>,
 }
@@ -507,23 +838,91 @@ impl Swarm {
         let at_ns = self.ns(now);
         let game = GameClient::new(&token, cnow)
             .map_err(|e| anyhow::anyhow!("bot {} rejected its connect token: {e}", i + 1))?;
+        if self.transport.is_stream() {
+            // Blocking, but never past the connect deadline; a bot left idle by the deadline
+            // is abandoned like any straggler.
+            let left = self
+                .connect_deadline
+                .saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.open_stream(left.min(STREAM_CONNECT_TIMEOUT))? {
+                Ok((conn, codec)) => {
+                    let slot = conn.index as usize;
+                    if self.conn_to_bot.len() <= slot {
+                        self.conn_to_bot.resize(slot + 1, u32::MAX);
+                    }
+                    self.conn_to_bot[slot] = i as u32;
+                    self.bots[i].link = Link::Stream { conn, codec };
+                }
+                Err(reason) => {
+                    self.bots[i].meter.status = Status::Failed;
+                    self.tally.fail(reason);
+                    return Ok(());
+                }
+            }
+        }
         let Swarm {
             io,
             bots,
             tally,
-            send_failures,
+            sends,
+            frame,
             ..
         } = self;
-        let Bot { game: slot, meter } = &mut bots[i];
+        let Bot {
+            game: slot,
+            meter,
+            link,
+        } = &mut bots[i];
         meter.status = Status::Connecting;
         let game = slot.insert(game);
-        let socket = meter.socket;
         game.update(
             cnow,
-            &mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d),
+            &mut |to, d| send_on(io.as_mut(), sends, frame, link, to, d),
             &mut |ev| on_event(meter, tally, ev, at_ns),
         );
         Ok(())
+    }
+
+    /// Opens one stream bot's connection (and for a WebSocket queues its upgrade request).
+    /// The inner `Err` is the bot's failure reason; the outer one a setup error (an io model
+    /// that cannot open connections at all).
+    fn open_stream(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<std::result::Result<(ConnId, ClientConn), String>> {
+        let conn = match self.io.connect(self.server, timeout) {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => bail!(
+                "--transport {} needs stream connections, and io model {} cannot open them: {e} \
+                 (use --io-model epoll or io_uring)",
+                self.transport.as_str(),
+                self.io.model()
+            ),
+            Err(e) => {
+                let hint = fd_hint(&e, self.bots.len());
+                return Ok(Err(format!("stream_connect_failed: {e}{hint}")));
+            }
+        };
+        let codec = match self.transport {
+            Transport::Ws => {
+                let Ok(key) = random_ws_key() else {
+                    self.io.close(conn);
+                    return Ok(Err("stream_no_random".to_string()));
+                };
+                // `SocketAddr`'s display is the Host form: `127.0.0.1:7777`, `[::1]:7777`.
+                let request = ws_client_request(&self.server.to_string(), "/", key);
+                if let Err(e) = self.io.send_stream(conn, &request) {
+                    self.io.close(conn);
+                    return Ok(Err(format!("stream_upgrade_not_sent: {e}")));
+                }
+                ClientConn::websocket(key, Limits::default())
+            }
+            Transport::Tcp | Transport::Udp => ClientConn::tcp(Limits::default()),
+        };
+        Ok(Ok((conn, codec)))
     }
 
     /// Runs every send slot that is due (open loop; see the module docs).
@@ -556,19 +955,18 @@ impl Swarm {
             io,
             bots,
             tally,
-            send_failures,
+            sends,
+            frame,
             inputs_sent_window,
             inputs_awaiting_welcome,
             ..
         } = self;
-        for Bot { game, meter } in bots.iter_mut().skip(group).step_by(GROUPS) {
+        for Bot { game, meter, link } in bots.iter_mut().skip(group).step_by(GROUPS) {
             let Some(game) = game.as_mut() else { continue };
             if !matches!(meter.status, Status::Connecting | Status::Connected) {
                 continue;
             }
-            let socket = meter.socket;
-            let mut tx =
-                |to: SocketAddr, d: &[u8]| send_now(io.as_mut(), send_failures, socket, to, d);
+            let mut tx = |to: SocketAddr, d: &[u8]| send_on(io.as_mut(), sends, frame, link, to, d);
             if sending && meter.status == Status::Connected {
                 match &mut meter.play {
                     Play::Playing(player) => {
@@ -592,11 +990,11 @@ impl Swarm {
 
     fn flush(&mut self) {
         if let Ok(r) = self.io.flush() {
-            self.send_failures += r.failed as u64;
+            self.sends.failures += r.failed as u64;
         }
     }
 
-    /// Waits for datagrams until `deadline`, hands them to their bots, sends their replies.
+    /// Waits for packets until `deadline`, hands them to their bots, sends their replies.
     ///
     /// When a poll comes back with a full budget (a backlog), up to [`EXTRA_POLLS`] more
     /// non-blocking polls follow before the loop returns to the send schedule: receiving gets
@@ -605,7 +1003,7 @@ impl Swarm {
     fn wait(&mut self, deadline: Instant) -> Result<()> {
         let mut report = self.poll_once(deadline)?;
         let mut extra = 0;
-        while report.datagrams >= MAX_EVENTS && extra < EXTRA_POLLS {
+        while report.events >= MAX_EVENTS && extra < EXTRA_POLLS {
             report = self.poll_once(Instant::now())?;
             extra += 1;
         }
@@ -613,60 +1011,41 @@ impl Swarm {
     }
 
     fn poll_once(&mut self, deadline: Instant) -> Result<tickwire_io::PollReport> {
-        let t0 = self.t0;
-        let unix_secs = self.unix_secs;
         let Swarm {
             io,
             bots,
             socket_to_bot,
+            conn_to_bot,
             outbox,
             tally,
+            reply,
+            t0,
+            unix_secs,
             ..
         } = self;
+        let mut inbound = Inbound {
+            bots,
+            socket_to_bot,
+            conn_to_bot,
+            outbox,
+            tally,
+            reply,
+            t0: *t0,
+            unix_secs: *unix_secs,
+        };
         let report = io
-            .poll(
-                deadline,
-                &mut on_datagrams(|sid, from, bytes| {
-                    let Some(&b) = socket_to_bot.get(sid.0 as usize) else {
-                        return;
-                    };
-                    let Some(Bot {
-                        game: Some(game),
-                        meter,
-                    }) = bots.get_mut(b as usize)
-                    else {
-                        return;
-                    };
-                    let mono = Instant::now().saturating_duration_since(t0);
-                    let at_ns = mono.as_nanos() as u64;
-                    game.handle_packet(
-                        Now { mono, unix_secs },
-                        from,
-                        bytes,
-                        &mut |to, d| outbox.push(sid, to, d),
-                        &mut |ev| on_event(meter, tally, ev, at_ns),
-                    );
-                }),
-            )
+            .poll(deadline, &mut |event| inbound.on_io_event(event))
             .context("io poll failed")?;
-        if !self.outbox.items.is_empty() {
+        if !self.outbox.is_empty() {
             let Swarm {
                 io,
+                bots,
                 outbox,
-                send_failures,
+                sends,
+                frame,
                 ..
             } = self;
-            for &(socket, to, start, len) in &outbox.items {
-                send_now(
-                    io.as_mut(),
-                    send_failures,
-                    socket,
-                    to,
-                    &outbox.bytes[start..start + len],
-                );
-            }
-            outbox.items.clear();
-            outbox.bytes.clear();
+            drain_outbox(io.as_mut(), bots, outbox, sends, frame);
             self.flush();
         }
         Ok(report)
@@ -738,18 +1117,27 @@ impl Swarm {
             io,
             bots,
             tally,
-            send_failures,
+            sends,
+            frame,
             ..
         } = self;
-        for Bot { game, meter } in bots.iter_mut() {
+        let mut closing = Vec::new();
+        for Bot { game, meter, link } in bots.iter_mut() {
             if matches!(meter.status, Status::Idle | Status::Connecting) {
                 // Name the handshake step it was stuck in: still sending connection requests
                 // means the server never answered (address, key or protocol id wrong, or down).
                 let mut reason = "connect_timeout_not_started".to_string();
                 if let Some(g) = game.as_mut() {
                     reason = format!("connect_timeout_{}", g.state().as_str());
-                    let socket = meter.socket;
-                    g.disconnect(&mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d));
+                    if link.conn().is_some() && !link_established(link) {
+                        // A WebSocket whose upgrade was never answered.
+                        reason = "connect_timeout_websocket_upgrade".to_string();
+                    }
+                    g.disconnect(&mut |to, d| send_on(io.as_mut(), sends, frame, link, to, d));
+                }
+                closing.extend(link.conn());
+                if link.conn().is_some() {
+                    *link = Link::Down;
                 }
                 *game = None;
                 meter.status = Status::Failed;
@@ -757,25 +1145,57 @@ impl Swarm {
             }
         }
         self.flush();
+        for conn in closing {
+            self.io.close(conn);
+        }
     }
 
-    /// Disconnects every bot politely and flushes.
+    /// Disconnects every bot politely (a WebSocket then sends its close frame) and flushes.
     fn disconnect_all(&mut self) {
         let Swarm {
             io,
             bots,
-            send_failures,
+            sends,
+            frame,
             ..
         } = self;
-        for Bot { game, meter } in bots.iter_mut() {
+        for Bot { game, meter, link } in bots.iter_mut() {
             if let Some(g) = game.as_mut() {
                 if matches!(meter.status, Status::Connecting | Status::Connected) {
-                    let socket = meter.socket;
-                    g.disconnect(&mut |to, d| send_now(io.as_mut(), send_failures, socket, to, d));
+                    g.disconnect(&mut |to, d| send_on(io.as_mut(), sends, frame, link, to, d));
+                    if let Link::Stream { conn, codec } = link {
+                        frame.clear();
+                        codec.close(close_code::NORMAL, frame);
+                        if !frame.is_empty() && io.send_stream(*conn, frame).is_err() {
+                            sends.failures += 1;
+                        }
+                    }
                 }
             }
         }
         self.flush();
+    }
+
+    /// Stream transports, after [`Swarm::disconnect_all`]: reads (and drops) what still
+    /// arrives until the server has closed every connection, at most until `deadline`, so
+    /// that the server sees its clients leave (it closes a connection whose session ended)
+    /// rather than connections reset by a process that exits with unread snapshots in its
+    /// sockets. What is left is closed when the backend drops.
+    fn linger(&mut self, deadline: Instant) {
+        while self.io.connections() > 0 && Instant::now() < deadline {
+            if self.io.poll(deadline, &mut |_| {}).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Whether a link can carry packets now (a UDP socket, TCP, an upgraded WebSocket).
+fn link_established(link: &Link) -> bool {
+    match link {
+        Link::Udp(_) => true,
+        Link::Down => false,
+        Link::Stream { codec, .. } => codec.is_established(),
     }
 }
 
@@ -792,6 +1212,8 @@ pub fn run(args: &Args) -> Result<Report> {
         max_datagram: 1500,
         send_queue: (n + 1024).max(4096),
         socket_buffer_bytes: SOCKET_BUFFER_BYTES,
+        // One connection per stream bot (the default 10,000 would cap --clients).
+        max_connections: n.max(1),
         ..tickwire_io::Config::default()
     };
     let mut io = tickwire_io::open(args.io_model, &cfg)
@@ -800,25 +1222,28 @@ pub fn run(args: &Args) -> Result<Report> {
     let mut bots = Vec::with_capacity(n);
     let mut socket_to_bot = Vec::with_capacity(n);
     for i in 0..n {
-        let socket = io.bind(local).map_err(|e| {
-            let hint = if e.raw_os_error() == Some(24) {
-                format!(" (too many open files: raise `ulimit -n` above {})", n + 64)
-            } else {
-                String::new()
-            };
-            anyhow::anyhow!(
-                "cannot bind a UDP socket on {local} for bot {}: {e}{hint}",
-                i + 1
-            )
-        })?;
-        let idx = socket.0 as usize;
-        if socket_to_bot.len() <= idx {
-            socket_to_bot.resize(idx + 1, u32::MAX);
-        }
-        socket_to_bot[idx] = i as u32;
+        let link = if args.transport.is_stream() {
+            // Connected when its wave starts.
+            Link::Down
+        } else {
+            let socket = io.bind(local).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot bind a UDP socket on {local} for bot {}: {e}{}",
+                    i + 1,
+                    fd_hint(&e, n)
+                )
+            })?;
+            let idx = socket.0 as usize;
+            if socket_to_bot.len() <= idx {
+                socket_to_bot.resize(idx + 1, u32::MAX);
+            }
+            socket_to_bot[idx] = i as u32;
+            Link::Udp(socket)
+        };
         bots.push(Bot {
             game: None,
-            meter: Meter::new(socket, bot_seed(args.seed, i)),
+            meter: Meter::new(bot_seed(args.seed, i)),
+            link,
         });
     }
     let io_model = io.model().to_string();
@@ -829,13 +1254,17 @@ pub fn run(args: &Args) -> Result<Report> {
     let mut swarm = Swarm {
         io,
         bots,
+        transport: args.transport,
         socket_to_bot,
+        conn_to_bot: Vec::with_capacity(if args.transport.is_stream() { n } else { 0 }),
         outbox: Outbox::new(),
         tally: Tally::new(
             None,
             Catalog::new(tickwire_games::builtin(), args.game.clone()),
         ),
-        send_failures: 0,
+        sends: SendCounts::default(),
+        frame: Vec::with_capacity(FRAME_BYTES),
+        reply: Vec::with_capacity(FRAME_BYTES),
         inputs_sent_window: 0,
         inputs_awaiting_welcome: 0,
         slips: 0,
@@ -849,6 +1278,7 @@ pub fn run(args: &Args) -> Result<Report> {
         next_wave_at: t0,
         next_slot_at: t0,
         slot_index: 0,
+        connect_deadline: t0 + args.connect_timeout_secs,
         sending: true,
         progress: progress_on.then(|| Progress {
             next_at: t0 + PROGRESS_INTERVAL,
@@ -859,7 +1289,7 @@ pub fn run(args: &Args) -> Result<Report> {
     };
 
     // Connect phase.
-    let connect_deadline = t0 + args.connect_timeout_secs;
+    let connect_deadline = swarm.connect_deadline;
     loop {
         let now = Instant::now();
         swarm.unix_secs = unix_secs();
@@ -888,7 +1318,7 @@ pub fn run(args: &Args) -> Result<Report> {
     let (ws, we) = (swarm.ns(window_start), swarm.ns(window_end));
     swarm.tally.window = Some((ws, we));
     let mut clients_connected = 0;
-    for Bot { game, meter } in swarm.bots.iter_mut() {
+    for Bot { game, meter, .. } in swarm.bots.iter_mut() {
         if let (Some(g), Status::Connected) = (game.as_ref(), meter.status) {
             meter.counted = true;
             meter.base = *g.stats();
@@ -933,6 +1363,9 @@ pub fn run(args: &Args) -> Result<Report> {
         metrics_start.zip(metrics_end),
     );
     swarm.disconnect_all();
+    if args.transport.is_stream() {
+        swarm.linger(Instant::now() + STREAM_LINGER);
+    }
     Ok(report)
 }
 
@@ -969,7 +1402,7 @@ fn build_report(
     let window_ms = window.as_secs_f64() * 1000.0;
     let mut expected = 0.0;
     let (mut snaps, mut bytes, mut stale, mut early) = (0u64, 0u64, 0u64, 0u64);
-    for Bot { game, meter } in swarm.bots.iter().filter(|b| b.meter.counted) {
+    for Bot { game, meter, .. } in swarm.bots.iter().filter(|b| b.meter.counted) {
         expected += window_ms / f64::from(meter.tick_ms.max(1));
         if let Some(g) = game {
             let s = g.stats();
@@ -1007,6 +1440,7 @@ fn build_report(
         rtt: Rtt::from_histogram(&swarm.tally.rtt),
         snapshot_bytes_mean: (snaps > 0).then(|| bytes as f64 / snaps as f64),
         io_model,
+        transport: args.transport.as_str().to_string(),
         loadtest_cpu_cores,
         server_metrics,
         min_delivery: args.min_delivery,
@@ -1025,7 +1459,10 @@ fn build_report(
             snapshots_stale: stale,
             snapshots_early: early,
             inputs_awaiting_welcome: swarm.inputs_awaiting_welcome,
-            send_failures: swarm.send_failures,
+            send_failures: swarm.sends.failures,
+            stream_not_ready: swarm.sends.not_ready,
+            stream_send_full: io_stats.stream_send_full,
+            stream_closes: swarm.tally.stream_closes.clone(),
             outbox_dropped: swarm.outbox.dropped,
             io_truncated: io_stats.truncated,
             io_recv_errors: io_stats.recv_errors,
@@ -1113,7 +1550,7 @@ mod tests {
     }
 
     fn connected_meter(seed: u64) -> Meter {
-        let mut m = Meter::new(SocketId(0), seed);
+        let mut m = Meter::new(seed);
         m.status = Status::Connected;
         m.counted = true;
         m
@@ -1273,7 +1710,7 @@ mod tests {
     #[test]
     fn rtt_from_acknowledged_inputs() {
         let mut t = tally();
-        let mut m = Meter::new(SocketId(0), 1);
+        let mut m = Meter::new(1);
         m.status = Status::Connected;
         m.counted = true;
         // Inputs 1..=3 sent at 10, 26, 42 ms.
@@ -1314,7 +1751,7 @@ mod tests {
     fn connection_lifecycle_counts() {
         let mut t = tally();
         t.connected = 0;
-        let mut m = Meter::new(SocketId(0), 1);
+        let mut m = Meter::new(1);
         m.status = Status::Connecting;
         on_event(&mut m, &mut t, GameEvent::Connected { client_index: 0 }, 0);
         assert_eq!((m.status, t.connected), (Status::Connected, 1));
@@ -1333,7 +1770,7 @@ mod tests {
             (Status::Lost, 0, vec![("disconnected".to_string(), 1)])
         );
 
-        let mut m = Meter::new(SocketId(1), 2);
+        let mut m = Meter::new(2);
         m.status = Status::Connecting;
         on_event(
             &mut m,
@@ -1351,10 +1788,430 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let big = vec![7u8; 1400];
         for _ in 0..(OUTBOX_BYTES / 1400 + 10) {
-            o.push(SocketId(3), to, &big);
+            o.push(Dest::Bot(3), to, &big);
         }
         assert_eq!(o.items.len(), OUTBOX_BYTES / 1400);
         assert_eq!(o.dropped, 10);
         assert!(o.bytes.capacity() == OUTBOX_BYTES, "never grows");
+    }
+    #[test]
+    fn stream_end_reasons() {
+        assert_eq!(close_reason(CloseReason::Eof), "stream_closed_eof");
+        assert_eq!(
+            close_reason(CloseReason::Error(io::ErrorKind::ConnectionReset)),
+            "stream_error_connection_reset"
+        );
+        assert_eq!(
+            violation_reason(Violation::OversizedFrame, None),
+            "stream_oversized_frame"
+        );
+        assert_eq!(
+            violation_reason(Violation::BadHandshake, Some(503)),
+            "stream_bad_handshake_http_503"
+        );
+        assert_eq!(
+            violation_reason(Violation::BadHandshake, Some(101)),
+            "stream_bad_handshake",
+            "a 101 with a bad upgrade"
+        );
+        assert_eq!(
+            violation_reason(Violation::PeerClose, None),
+            "stream_peer_close"
+        );
+    }
+
+    #[test]
+    fn a_stream_that_ends_loses_its_bot_once() {
+        // Counted and connected in the window: lost, once; every end is a diagnostic.
+        let mut t = tally();
+        let mut m = connected_meter(1);
+        stream_ended(&mut m, &mut t, "stream_closed_eof".into());
+        assert_eq!((m.status, t.connected), (Status::Lost, 0));
+        assert_eq!(t.losses, vec![("stream_closed_eof".to_string(), 1)]);
+        // netcode saw the server's disconnect first: the close is only a diagnostic.
+        let mut m = connected_meter(2);
+        t.connected = 1;
+        on_event(
+            &mut m,
+            &mut t,
+            GameEvent::Disconnected(tickwire_client::ClientState::Disconnected),
+            5_000,
+        );
+        stream_ended(&mut m, &mut t, "stream_closed_eof".into());
+        assert_eq!(
+            t.losses,
+            vec![
+                ("stream_closed_eof".to_string(), 1),
+                ("disconnected".to_string(), 1)
+            ]
+        );
+        assert_eq!(t.stream_closes, vec![("stream_closed_eof".to_string(), 2)]);
+        assert_eq!(t.failed, 0);
+        // Handshaking: failed, with the reason.
+        let mut m = Meter::new(3);
+        m.status = Status::Connecting;
+        stream_ended(&mut m, &mut t, "stream_bad_handshake_http_503".into());
+        assert_eq!((m.status, t.failed), (Status::Failed, 1));
+        assert_eq!(
+            t.failures,
+            vec![("stream_bad_handshake_http_503".to_string(), 1)]
+        );
+        // Connected before the window: it will not be counted, so it failed.
+        let mut t = Tally::new(None, Catalog::new(tickwire_games::builtin(), None));
+        t.connected = 1;
+        let mut m = Meter::new(4);
+        m.status = Status::Connected;
+        stream_ended(&mut m, &mut t, "stream_error_connection_reset".into());
+        assert_eq!(
+            t.failures,
+            vec![(
+                "lost_before_window_stream_error_connection_reset".to_string(),
+                1
+            )]
+        );
+        assert!(t.losses.is_empty());
+    }
+
+    /// The per-bot stream plumbing over real loopback connections: the swarm's side on one
+    /// backend, a stand-in server (`tickwire_stream::StreamConn`, the real server's codec) on
+    /// another. Every wait is bounded by a hang guard; nothing is timed.
+    #[cfg(target_os = "linux")]
+    mod streams {
+        use super::*;
+        use tickwire_io::Model;
+        use tickwire_stream::StreamConn;
+
+        /// Fails the test instead of hanging when something never arrives.
+        const HANG_GUARD: Duration = Duration::from_secs(60);
+
+        struct Rig {
+            client: Box<dyn Backend>,
+            server: Box<dyn Backend>,
+            addr: SocketAddr,
+            bots: Vec<Bot>,
+            conn_to_bot: Vec<u32>,
+            outbox: Outbox,
+            tally: Tally,
+            reply: Vec<u8>,
+            frame: Vec<u8>,
+            sends: SendCounts,
+            t0: Instant,
+            /// The server's end of the bot's connection, and what it received.
+            accepted: Option<ConnId>,
+            received: Vec<u8>,
+            server_closed: Option<CloseReason>,
+        }
+
+        impl Rig {
+            /// One bot connected over `transport`, as `Swarm::open_stream` connects it.
+            fn new(transport: Transport) -> Rig {
+                let cfg = tickwire_io::Config::default();
+                let client = tickwire_io::open(Model::Epoll, &cfg).unwrap();
+                let mut server = tickwire_io::open(Model::Epoll, &cfg).unwrap();
+                let listener = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+                let addr = server.local_addr(listener).unwrap();
+                let key = [7u8; 32];
+                let token = generate_connect_token(&TokenParams {
+                    protocol_id: 1,
+                    client_id: 1,
+                    create_unix_secs: unix_secs(),
+                    expire_secs: 600,
+                    timeout_secs: TOKEN_TIMEOUT_SECS,
+                    server_addrs: &[addr],
+                    user_data: [0; USER_DATA_BYTES],
+                    private_key: &key,
+                })
+                .unwrap();
+                let now = Now {
+                    mono: Duration::ZERO,
+                    unix_secs: unix_secs(),
+                };
+                let mut bot = Bot {
+                    game: Some(GameClient::new(&token, now).unwrap()),
+                    meter: Meter::new(1),
+                    link: Link::Down,
+                };
+                bot.meter.status = Status::Connecting;
+                let mut swarm_like = Swarm {
+                    io: client,
+                    bots: Vec::new(),
+                    transport,
+                    socket_to_bot: Vec::new(),
+                    conn_to_bot: Vec::new(),
+                    outbox: Outbox::new(),
+                    tally: tally(),
+                    sends: SendCounts::default(),
+                    frame: Vec::with_capacity(FRAME_BYTES),
+                    reply: Vec::with_capacity(FRAME_BYTES),
+                    inputs_sent_window: 0,
+                    inputs_awaiting_welcome: 0,
+                    slips: 0,
+                    t0: Instant::now(),
+                    unix_secs: unix_secs(),
+                    server: addr,
+                    key,
+                    protocol_id: 1,
+                    token_expire_secs: 600,
+                    started: 0,
+                    next_wave_at: Instant::now(),
+                    next_slot_at: Instant::now(),
+                    slot_index: 0,
+                    connect_deadline: Instant::now() + HANG_GUARD,
+                    sending: true,
+                    progress: None,
+                };
+                let (conn, codec) = swarm_like
+                    .open_stream(STREAM_CONNECT_TIMEOUT)
+                    .unwrap()
+                    .unwrap();
+                bot.link = Link::Stream { conn, codec };
+                let mut conn_to_bot = vec![u32::MAX; conn.index as usize + 1];
+                conn_to_bot[conn.index as usize] = 0;
+                swarm_like.flush();
+                Rig {
+                    client: swarm_like.io,
+                    server,
+                    addr,
+                    bots: vec![bot],
+                    conn_to_bot,
+                    outbox: Outbox::new(),
+                    tally: tally(),
+                    reply: Vec::new(),
+                    frame: Vec::new(),
+                    sends: SendCounts::default(),
+                    t0: Instant::now(),
+                    accepted: None,
+                    received: Vec::new(),
+                    server_closed: None,
+                }
+            }
+
+            /// Polls both sides (the client's events go through `Inbound`, then its outbox is
+            /// drained, as in `Swarm::poll_once`) until `done` holds.
+            fn pump(&mut self, what: &str, mut done: impl FnMut(&Rig) -> bool) {
+                let guard = Instant::now() + HANG_GUARD;
+                while !done(self) {
+                    assert!(Instant::now() < guard, "hang guard: {what}");
+                    let soon = Instant::now() + Duration::from_millis(5);
+                    let Rig {
+                        server,
+                        accepted,
+                        received,
+                        server_closed,
+                        ..
+                    } = self;
+                    server
+                        .poll(soon, &mut |ev| match ev {
+                            Event::Accepted { conn, .. } => *accepted = Some(conn),
+                            Event::Stream { data, .. } => received.extend_from_slice(data),
+                            Event::Closed { reason, .. } => *server_closed = Some(reason),
+                            Event::Datagram { .. } => {}
+                        })
+                        .unwrap();
+                    let mut inbound = Inbound {
+                        bots: &mut self.bots,
+                        socket_to_bot: &[],
+                        conn_to_bot: &self.conn_to_bot,
+                        outbox: &mut self.outbox,
+                        tally: &mut self.tally,
+                        reply: &mut self.reply,
+                        t0: self.t0,
+                        unix_secs: unix_secs(),
+                    };
+                    self.client
+                        .poll(soon, &mut |ev| inbound.on_io_event(ev))
+                        .unwrap();
+                    drain_outbox(
+                        self.client.as_mut(),
+                        &mut self.bots,
+                        &mut self.outbox,
+                        &mut self.sends,
+                        &mut self.frame,
+                    );
+                    self.client.flush().unwrap();
+                }
+            }
+
+            /// The bot sends `packet` as `Swarm::run_slot` would.
+            fn bot_sends(&mut self, packet: &[u8]) {
+                let to = self.addr;
+                send_on(
+                    self.client.as_mut(),
+                    &mut self.sends,
+                    &mut self.frame,
+                    &mut self.bots[0].link,
+                    to,
+                    packet,
+                );
+                self.client.flush().unwrap();
+            }
+
+            /// The stand-in server sends raw bytes on its end.
+            fn server_sends(&mut self, bytes: &[u8]) {
+                let conn = self.accepted.expect("accepted");
+                self.server.send_stream(conn, bytes).unwrap();
+                self.server.flush().unwrap();
+            }
+        }
+
+        #[test]
+        fn tcp_bot_frames_its_packets_and_is_lost_when_the_server_closes() {
+            let mut rig = Rig::new(Transport::Tcp);
+            rig.bots[0].meter.status = Status::Connected;
+            rig.bots[0].meter.counted = true;
+            rig.tally.connected = 1;
+            rig.bot_sends(b"hello");
+            rig.bot_sends(&[9; 1400]);
+            rig.pump("two frames", |r| r.received.len() >= 7 + 1402);
+            assert_eq!(&rig.received[..7], b"\x05\x00hello");
+            assert_eq!(&rig.received[7..9], &1400u16.to_le_bytes());
+            assert_eq!(rig.received.len(), 7 + 1402);
+            assert_eq!(rig.sends, SendCounts::default(), "nothing dropped");
+            assert!(rig.frame.capacity() <= FRAME_BYTES, "one reused buffer");
+
+            // The server closes: the bot is lost, its link down, the reason counted.
+            let conn = rig.accepted.unwrap();
+            rig.server.close(conn);
+            rig.pump("the close", |r| matches!(r.bots[0].link, Link::Down));
+            assert_eq!(rig.bots[0].meter.status, Status::Lost);
+            assert_eq!(rig.tally.connected, 0);
+            assert_eq!(rig.tally.losses, vec![("stream_closed_eof".to_string(), 1)]);
+            assert_eq!(
+                rig.tally.stream_closes,
+                vec![("stream_closed_eof".to_string(), 1)]
+            );
+            // Its packets are dropped from now on, quietly.
+            rig.bot_sends(b"late");
+            assert_eq!(rig.sends, SendCounts::default());
+        }
+
+        #[test]
+        fn tcp_bot_closes_on_an_oversized_frame() {
+            let mut rig = Rig::new(Transport::Tcp);
+            rig.bot_sends(b"x");
+            rig.pump("accept", |r| r.accepted.is_some() && !r.received.is_empty());
+            // A length over 1400: a framing violation on the bot's side.
+            rig.server_sends(&[0xff, 0xff, 1, 2, 3]);
+            rig.pump("the violation", |r| matches!(r.bots[0].link, Link::Down));
+            assert_eq!(rig.bots[0].meter.status, Status::Failed, "was handshaking");
+            assert_eq!(
+                rig.tally.failures,
+                vec![("stream_oversized_frame".to_string(), 1)]
+            );
+            // We closed it: the stand-in server sees the end.
+            rig.pump("server sees the close", |r| r.server_closed.is_some());
+            assert!(rig.outbox.is_empty());
+        }
+
+        #[test]
+        fn websocket_bot_upgrades_then_frames_and_answers_a_close() {
+            let mut rig = Rig::new(Transport::Ws);
+            let mut server_codec = StreamConn::new(Limits::default());
+            // Before the 101: netcode's packets are dropped and counted, not framed.
+            rig.bot_sends(b"too early");
+            assert_eq!(rig.sends.not_ready, 1);
+            // The upgrade request arrives; the real server codec answers it.
+            rig.pump("the upgrade request", |r| {
+                r.received.windows(4).any(|w| w == b"\r\n\r\n")
+            });
+            let request = String::from_utf8_lossy(&rig.received).to_string();
+            assert!(request.starts_with("GET / HTTP/1.1\r\n"), "{request}");
+            assert!(
+                request.contains(&format!("Host: {}\r\n", rig.addr)),
+                "{request}"
+            );
+            assert!(request.contains("Sec-WebSocket-Protocol: tickwire.netcode"));
+            let mut reply = Vec::new();
+            let mut packets: Vec<Vec<u8>> = Vec::new();
+            server_codec
+                .feed(&rig.received, &mut reply, &mut |p| packets.push(p.to_vec()))
+                .unwrap();
+            assert!(reply.starts_with(b"HTTP/1.1 101"), "{reply:?}");
+            assert!(packets.is_empty());
+            rig.received.clear();
+            rig.server_sends(&reply);
+            rig.pump("the 101", |r| link_established(&r.bots[0].link));
+
+            // Established: packets travel as masked binary messages the server decodes.
+            rig.bot_sends(b"netcode packet");
+            rig.bot_sends(&[]);
+            rig.pump("two messages", |r| r.received.len() >= 20 + 6);
+            reply.clear();
+            server_codec
+                .feed(&rig.received, &mut reply, &mut |p| packets.push(p.to_vec()))
+                .unwrap();
+            assert_eq!(packets, [b"netcode packet".to_vec(), Vec::new()]);
+            assert_eq!(rig.sends.not_ready, 1, "no more drops");
+            assert_eq!(rig.sends.failures, 0);
+
+            // The server's packets reach the bot's client (as packets from the server's
+            // address; a stranger's bytes that netcode drops); then the server closes the
+            // WebSocket: the bot answers with its close frame and closes the connection.
+            let mut out = Vec::new();
+            server_codec.encode(&[0u8; 30], &mut out).unwrap();
+            out.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]); // close 1000
+            rig.received.clear();
+            rig.server_sends(&out);
+            rig.pump("the close echo", |r| r.server_closed.is_some());
+            assert_eq!(
+                rig.tally.failures,
+                vec![("stream_peer_close".to_string(), 1)]
+            );
+            assert!(matches!(rig.bots[0].link, Link::Down));
+            reply.clear();
+            let echo = server_codec.feed(&rig.received, &mut reply, &mut |_| {});
+            assert_eq!(echo, Err(Violation::PeerClose), "the bot's close frame");
+        }
+
+        #[test]
+        fn a_refused_upgrade_names_the_status() {
+            let mut rig = Rig::new(Transport::Ws);
+            rig.pump("the upgrade request", |r| !r.received.is_empty());
+            rig.server_sends(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            rig.pump("the refusal", |r| matches!(r.bots[0].link, Link::Down));
+            assert_eq!(
+                rig.tally.failures,
+                vec![("stream_bad_handshake_http_503".to_string(), 1)]
+            );
+        }
+
+        #[test]
+        fn an_event_for_an_older_connection_in_the_slot_is_ignored() {
+            let mut rig = Rig::new(Transport::Tcp);
+            let conn = rig.bots[0].link.conn().unwrap();
+            let stale = ConnId {
+                index: conn.index,
+                generation: conn.generation.wrapping_sub(1),
+            };
+            let mut inbound = Inbound {
+                bots: &mut rig.bots,
+                socket_to_bot: &[],
+                conn_to_bot: &rig.conn_to_bot,
+                outbox: &mut rig.outbox,
+                tally: &mut rig.tally,
+                reply: &mut rig.reply,
+                t0: rig.t0,
+                unix_secs: 0,
+            };
+            inbound.on_io_event(Event::Closed {
+                conn: stale,
+                reason: CloseReason::Eof,
+            });
+            inbound.on_io_event(Event::Stream {
+                conn: stale,
+                data: &[0xff, 0xff],
+            });
+            let unknown = ConnId {
+                index: conn.index + 100,
+                generation: 0,
+            };
+            inbound.on_io_event(Event::Closed {
+                conn: unknown,
+                reason: CloseReason::Eof,
+            });
+            assert_eq!(inbound.bots[0].link.conn(), Some(conn));
+            assert_eq!(inbound.bots[0].meter.status, Status::Connecting);
+            assert!(rig.tally.stream_closes.is_empty() && rig.outbox.is_empty());
+        }
     }
 }
