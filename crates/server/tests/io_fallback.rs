@@ -55,3 +55,33 @@ fn forced_io_uring_failure_falls_back_to_blocking_and_serves() {
     swarm.run(GUARD, true, &mut |s| s.connected() == 3);
     assert_eq!(swarm.connected(), 3, "clients play on the fallback backend");
 }
+
+/// A model this platform does not have is refused whatever `io.fallback` says (the default
+/// fallback is for models that exist but fail to start), naming the models it does have.
+#[test]
+fn a_model_this_platform_lacks_is_a_clear_error() {
+    let missing = if cfg!(target_os = "linux") {
+        ["kqueue", "iocp"]
+    } else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tickwire-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for model in missing {
+        let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .current_dir(&dir)
+            .args(["serve", "--bind", "127.0.0.1:0", "--metrics-bind", "off"])
+            .args(["--io-model", model])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{model}: must not serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("io.model = {model}")), "{stderr}");
+        for have in ["epoll", "select", "blocking"] {
+            assert!(stderr.contains(have), "{model}: names {have}: {stderr}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
