@@ -218,6 +218,8 @@ mod slab;
 #[cfg(target_os = "linux")]
 #[path = "io_uring.rs"]
 mod uring;
+#[cfg(windows)]
+mod win;
 
 /// Identifies one socket of a backend: its index in the backend's socket set, in bind order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
