@@ -3,7 +3,7 @@
 # integration tests for x86_64-pc-windows-gnu with Debian's Rust 1.63 (the only toolchain here
 # with a Windows standard library) and MinGW, and runs them under Wine once per I/O model.
 #
-# usage: scripts/portability-windows.sh [MODELS...]     (default: blocking)
+# usage: scripts/portability-windows.sh [MODELS...]     (default: iocp blocking)
 # env:   TICKWIRE_WIN_DIR   where the staged crate, cargo home, target dir and Wine prefix
 #                           are kept between runs (default /var/tmp/tickwire-windows)
 #        WIN_NO_INSTALL=1   fail instead of installing missing packages
@@ -33,7 +33,7 @@ TARGET=x86_64-pc-windows-gnu
 WORK=${TICKWIRE_WIN_DIR:-/var/tmp/tickwire-windows}
 LOCK=$ROOT/scripts/portability-windows.Cargo.lock
 MODELS=("$@")
-[ ${#MODELS[@]} -gt 0 ] || MODELS=(blocking)
+[ ${#MODELS[@]} -gt 0 ] || MODELS=(iocp blocking)
 
 say() { printf '== %s\n' "$*" >&2; }
 

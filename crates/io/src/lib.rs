@@ -10,7 +10,8 @@
 //! | [`Model::Epoll`] | `epoll` | Linux |
 //! | [`Model::Select`] | `select` | every unix (descriptors below `FD_SETSIZE` only) |
 //! | [`Model::Blocking`] | `blocking` | everywhere (pure std; threads: one per UDP socket and listener, two per connection; at most 512 connections) |
-//! | [`Model::Kqueue`], [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
+//! | [`Model::Iocp`] | `iocp` | Windows (overlapped `WSARecvFrom`/`WSASendTo` on one completion port; streams not yet) |
+//! | [`Model::Kqueue`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
 //!
 //! # The contract
 //!
@@ -186,6 +187,33 @@
 //!   within 50 ms (10 s on Windows), and the socket is closed once both threads have ended;
 //!   dropping the backend joins every thread.
 //!
+//! # IOCP
+//!
+//! The Windows backend keeps the contract on a completion port (the module's docs have the
+//! details):
+//!
+//! * Every operation owns its memory in one allocation made when the socket is bound or the
+//!   backend opened: an `OVERLAPPED`, its buffer and its peer address. The kernel owns it from
+//!   the call until its completion is dequeued; nothing touches, reuses or frees it meanwhile,
+//!   and dropping the backend cancels every operation (`CancelIoEx`) and waits for their
+//!   completions (at most a second; what never comes back is leaked, not freed).
+//! * Each UDP socket keeps four overlapped `WSARecvFrom`s pending into its own buffers; the
+//!   buffer lent to the callback is the one the kernel filled, re-armed right after the call.
+//!   More datagrams wait in the socket buffer. A datagram longer than the buffer completes
+//!   with `WSAEMSGSIZE` and is counted in [`IoStats::truncated`]. `SIO_UDP_CONNRESET` is off.
+//! * [`Backend::send`] copies into one of `send_queue` send operations; [`Backend::flush`]
+//!   starts an overlapped `WSASendTo` for each ([`FlushReport::sent`] counts those Winsock
+//!   accepted; one that fails later lands in [`IoStats::send_errors`] when its completion is
+//!   dequeued). A send operation is free again once its completion is dequeued; `send` on a
+//!   full set dequeues without waiting first, so "flush, then send" finds room as elsewhere.
+//! * Budget: completions are dequeued in batches (`GetQueuedCompletionStatusEx`); those that
+//!   would deliver beyond [`Config::max_events`] are kept, in order, for the next poll, which
+//!   delivers them first without waiting.
+//! * The wait's timeout is whole milliseconds, rounded up, and a wait that ends early waits
+//!   again: a poll never returns before its deadline, and is late by up to the system timer's
+//!   resolution, which the backend sets to 1 ms (`timeBeginPeriod(1)`) while it is open.
+//! * The waker posts one completion packet (never more than one queued).
+//!
 //! # Test hook
 //!
 //! When the environment variable `TICKWIRE_IO_FORCE_FAIL` holds a comma-separated list of model
@@ -212,6 +240,8 @@ mod blocking;
 mod conns;
 #[cfg(target_os = "linux")]
 mod epoll;
+#[cfg(windows)]
+mod iocp;
 #[cfg(unix)]
 mod select;
 mod slab;
@@ -229,7 +259,7 @@ pub struct SocketId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     /// The best model this platform build offers (Linux: io_uring when its probe passes, else
-    /// epoll; other unix: select; else blocking).
+    /// epoll; other unix: select; Windows: iocp, else blocking; else blocking).
     Auto,
     /// Linux epoll: UDP sockets level-triggered with `recvmmsg`/`sendmmsg`, listeners and
     /// stream connections edge-triggered.
@@ -239,7 +269,8 @@ pub enum Model {
     IoUring,
     /// BSD/macOS kqueue (not implemented yet: [`OpenError::Unsupported`]).
     Kqueue,
-    /// Windows I/O completion ports (not implemented yet: [`OpenError::Unsupported`]).
+    /// Windows I/O completion ports: overlapped `WSARecvFrom` (several pending per socket)
+    /// and `WSASendTo`, completions dequeued in batches.
     Iocp,
     /// POSIX `select(2)`; refuses sockets whose fd is `>= FD_SETSIZE`.
     Select,
@@ -797,6 +828,8 @@ fn auto_candidates() -> &'static [Model] {
         &[Model::IoUring, Model::Epoll]
     } else if cfg!(unix) {
         &[Model::Select]
+    } else if cfg!(windows) {
+        &[Model::Iocp, Model::Blocking]
     } else {
         &[Model::Blocking]
     }
@@ -834,6 +867,10 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
         Model::Blocking => blocking::Blocking::open(cfg)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(io_err),
+        #[cfg(windows)]
+        Model::Iocp => iocp::Iocp::open(cfg)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map_err(io_err),
         Model::IoUring => open_io_uring(cfg, &IoUringOptions::default()),
         _ => Err(OpenError::Unsupported {
             model,
@@ -849,7 +886,6 @@ fn unsupported_reason(model: Model) -> &'static str {
             "the kqueue backend is not implemented yet"
         }
         Model::Kqueue => "kqueue exists only on BSD and macOS",
-        Model::Iocp if cfg!(windows) => "the iocp backend is not implemented yet",
         Model::Iocp => "iocp exists only on Windows",
         Model::Epoll => "epoll exists only on Linux",
         Model::Select => "select is only built for unix",
@@ -927,7 +963,7 @@ fn cached_probe() -> io::Result<IoUringFlags> {
 }
 
 /// The concrete models [`open`] can open on this platform build, best first (Linux: io_uring
-/// when [`probe_io_uring`] passes, epoll, select, blocking). [`Model::Auto`] is always accepted
+/// when [`probe_io_uring`] passes, epoll, select, blocking; Windows: iocp, blocking). [`Model::Auto`] is always accepted
 /// by [`open`] and is not listed.
 pub fn available_models() -> Vec<Model> {
     let mut models = Vec::with_capacity(4);
@@ -939,6 +975,9 @@ pub fn available_models() -> Vec<Model> {
     }
     if cfg!(unix) {
         models.push(Model::Select);
+    }
+    if cfg!(windows) {
+        models.push(Model::Iocp);
     }
     models.push(Model::Blocking);
     models
@@ -1064,9 +1103,12 @@ mod tests {
 
     #[test]
     fn unsupported_models_say_so() {
-        let mut unsupported = vec![Model::Kqueue, Model::Iocp];
+        let mut unsupported = vec![Model::Kqueue];
         if !cfg!(target_os = "linux") {
             unsupported.push(Model::IoUring);
+        }
+        if !cfg!(windows) {
+            unsupported.push(Model::Iocp);
         }
         for m in unsupported {
             match open(m, &Config::default()) {

@@ -1,9 +1,12 @@
 //! Winsock helpers shared by the Windows builds of the backends (raw `windows-sys` FFI; the
 //! Windows counterpart of the socket-option half of `sys.rs`).
 
+use std::ffi::c_void;
 use std::io;
 use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::windows::io::RawSocket;
+use std::ptr;
 
 use windows_sys::Win32::Networking::WinSock as ws;
 
@@ -46,4 +49,87 @@ pub(crate) fn set_send_buffer(s: RawSocket, bytes: usize) {
         let value = bytes.min(i32::MAX as usize) as i32;
         let _ = set_int_option(s, ws::SOL_SOCKET, ws::SO_SNDBUF, value);
     }
+}
+
+/// Writes `addr` as a Winsock address into `storage`; returns its length.
+pub(crate) fn socket_addr_to_raw(addr: &SocketAddr, storage: &mut ws::SOCKADDR_STORAGE) -> i32 {
+    // SAFETY: all-zero bytes are a valid SOCKADDR_STORAGE.
+    *storage = unsafe { mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: all-zero bytes are a valid SOCKADDR_IN.
+            let mut sin: ws::SOCKADDR_IN = unsafe { mem::zeroed() };
+            sin.sin_family = ws::AF_INET;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.S_un.S_addr = u32::from_ne_bytes(a.ip().octets());
+            // SAFETY: SOCKADDR_STORAGE is larger than SOCKADDR_IN and suitably aligned.
+            unsafe { ptr::write(storage as *mut _ as *mut ws::SOCKADDR_IN, sin) };
+            mem::size_of::<ws::SOCKADDR_IN>() as i32
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: all-zero bytes are a valid SOCKADDR_IN6.
+            let mut sin6: ws::SOCKADDR_IN6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = ws::AF_INET6;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr.u.Byte = a.ip().octets();
+            sin6.Anonymous.sin6_scope_id = a.scope_id();
+            // SAFETY: SOCKADDR_STORAGE is larger than SOCKADDR_IN6 and suitably aligned.
+            unsafe { ptr::write(storage as *mut _ as *mut ws::SOCKADDR_IN6, sin6) };
+            mem::size_of::<ws::SOCKADDR_IN6>() as i32
+        }
+    }
+}
+
+/// Reads a Winsock address of `len` bytes; `None` for another family or a short length.
+pub(crate) fn raw_to_socket_addr(storage: &ws::SOCKADDR_STORAGE, len: i32) -> Option<SocketAddr> {
+    let len = usize::try_from(len).ok()?;
+    match storage.ss_family {
+        ws::AF_INET if len >= mem::size_of::<ws::SOCKADDR_IN>() => {
+            // SAFETY: the family says the storage holds a SOCKADDR_IN, which it can contain.
+            let sin = unsafe { &*(storage as *const _ as *const ws::SOCKADDR_IN) };
+            // SAFETY: every variant of the address union is plain bytes.
+            let ip = Ipv4Addr::from(unsafe { sin.sin_addr.S_un.S_addr }.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        ws::AF_INET6 if len >= mem::size_of::<ws::SOCKADDR_IN6>() => {
+            // SAFETY: the family says the storage holds a SOCKADDR_IN6, which it can contain.
+            let sin6 = unsafe { &*(storage as *const _ as *const ws::SOCKADDR_IN6) };
+            // SAFETY: every variant of these unions is plain bytes.
+            let (bytes, scope) = unsafe { (sin6.sin6_addr.u.Byte, sin6.Anonymous.sin6_scope_id) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(bytes),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Turns off `SIO_UDP_CONNRESET`: otherwise an ICMP "port unreachable" caused by one of our
+/// sends fails the socket's next receive with `WSAECONNRESET`, one client's closed port
+/// disturbing everyone's traffic. Best effort (Wine may not know the ioctl).
+pub(crate) fn udp_connreset_off(s: RawSocket) {
+    let off: i32 = 0;
+    let mut returned = 0u32;
+    // SAFETY: `off` is a readable BOOL and `returned` a writable u32, both outliving the
+    // (synchronous: no OVERLAPPED) call; no output buffer.
+    let _ = unsafe {
+        ws::WSAIoctl(
+            s as ws::SOCKET,
+            ws::SIO_UDP_CONNRESET,
+            &off as *const i32 as *const c_void,
+            mem::size_of::<i32>() as u32,
+            ptr::null_mut(),
+            0,
+            &mut returned,
+            ptr::null_mut(),
+            None,
+        )
+    };
 }
