@@ -143,7 +143,6 @@ impl SendBuf {
         self.bytes.len() - self.start
     }
 
-    #[cfg_attr(windows, allow(dead_code))] // until the iocp stream half
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

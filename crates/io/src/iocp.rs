@@ -10,7 +10,9 @@
 //!
 //! From the call that starts an operation until its completion packet is dequeued, the kernel
 //! owns the `Op` (its buffer, address and length fields): nothing reads, moves, reuses or frees
-//! it meanwhile (`in_flight`). Freeing waits for the packet, also at teardown: dropping the
+//! it meanwhile. An operation is started again or freed only once its completion was also
+//! *handled* (`busy`), not merely dequeued: a completion kept in the backlog for the next
+//! poll still names it. Freeing waits for the packet, also at teardown: dropping the
 //! backend cancels everything (`CancelIoEx` per socket) and dequeues until every operation has
 //! come back (at most [`TEARDOWN_PATIENCE`]); if some never do, their memory is leaked rather
 //! than freed under the kernel. A completion of a failed call is never waited for: a call that
@@ -37,6 +39,45 @@
 //! keeps other completions for the next poll). [`FlushReport::sent`] counts the sends Winsock
 //! accepted; one that fails later is counted in `send_errors` when its completion is dequeued.
 //!
+//! # Streams
+//!
+//! * **Accept.** Every listener keeps [`ACCEPTS_PER_LISTENER`] `AcceptEx` calls pending (the
+//!   function pointer comes from the listener's provider, `SIO_GET_EXTENSION_FUNCTION_POINTER`),
+//!   each with a fresh overlapped socket and a 288-byte address buffer owned by its operation.
+//!   A completion is handled as an event (so under the budget): the accepted socket gets
+//!   `SO_UPDATE_ACCEPT_CONTEXT`, then beyond `max_connections` it is closed at once
+//!   (`accepts_over_limit`), else it is registered and `Event::Accepted` goes up; the accept is
+//!   started again with a new socket. When a socket cannot be made (`WSAENOBUFS`,
+//!   `WSAEMFILE`), the accept waits for the next poll (counted in `accept_errors`): connections
+//!   wait in the listener's backlog (1024) meanwhile, and nothing spins.
+//! * **Receive.** Each connection keeps one overlapped `WSARecv` of **zero bytes** pending: it
+//!   completes when bytes (or the peer's FIN, or an error) are there, without holding a buffer,
+//!   so an idle connection costs two small operations rather than a `stream_read_bytes` buffer
+//!   each. Its completion reads once, non-blocking, into the backend's one stream buffer
+//!   (`stream_read_bytes`), delivers that as `Event::Stream` and starts the zero-byte receive
+//!   again (which completes at once while bytes remain). A read of 0 bytes is `Closed { Eof }`,
+//!   an error `Closed { Error }`.
+//! * **Send.** At most one overlapped `WSASend` per connection, reading from a buffer that
+//!   `send_stream` never appends to (`flight`; `send_stream` appends to `queue`, and the two
+//!   swap, without a copy, when `flight` is empty), so the bytes under a send never move.
+//!   Both count towards `stream_send_bytes`. `flush` releases what is queued
+//!   ([`FlushReport::stream_bytes`]) and starts a send for each connection without one; a
+//!   completion consumes what was written and starts the next send with what is released
+//!   (bytes queued after the last flush wait for the next). Windows completes a send once the
+//!   bytes are buffered, so a slow reader leaves it pending and the buffers full. A send that
+//!   fails at once closes the connection, reported by the next poll; one that fails later is
+//!   reported when its completion is handled.
+//! * **Close.** `close` (and the backend on `Eof`/`Error`) makes the handle stale at once. With
+//!   no send pending, it makes one non-blocking write of what is queued (with one pending,
+//!   those bytes must not overtake it: they are dropped). Then the socket's remaining
+//!   operations are cancelled (`CancelIoEx`), its sending side shut down (the peer sees the
+//!   close at once), and the socket and the operations wait in a zombie until their last
+//!   completions: the socket is closed, and its memory freed, only then. Completions carry the
+//!   connection's slot and generation, so one arriving for a closed connection never reaches
+//!   the connection that reuses its slot.
+//! * `connect` is std's `TcpStream::connect_timeout` (blocking), then non-blocking,
+//!   `TCP_NODELAY`, `SO_SNDBUF` and associated with the port like an accepted connection.
+//!
 //! # Polls, budget and deadline
 //!
 //! `poll` dequeues with `GetQueuedCompletionStatusEx`, up to a batch of [`ENTRIES_MAX`] entries
@@ -61,10 +102,10 @@
 //! dequeues it), so several wakes before a poll are one wake-up. The port handle is shared with
 //! the wakers and closed when the backend and the last waker are gone.
 
-use std::collections::VecDeque;
-use std::io;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
 use std::mem;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::AsRawSocket;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,10 +117,11 @@ use windows_sys::Win32::Media::{timeBeginPeriod, timeEndPeriod};
 use windows_sys::Win32::Networking::WinSock as ws;
 use windows_sys::Win32::System::IO as wio;
 
+use crate::conns::{ConnTable, SendBuf};
 use crate::win;
 use crate::{
-    next_socket_id, time_left, unknown_socket, Backend, Config, ConnId, Event, FlushReport,
-    IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
+    next_socket_id, time_left, unknown_socket, Backend, CloseReason, Config, ConnId, Event,
+    FlushReport, IoStats, Model, PollReport, SendError, SocketId, Wake, Waker,
 };
 
 /// Completion key of every socket.
@@ -88,6 +130,10 @@ const SOCKET_KEY: usize = 0;
 const WAKE_KEY: usize = 1;
 /// Overlapped receives kept pending per UDP socket.
 pub(crate) const RECVS_PER_SOCKET: usize = 4;
+/// `AcceptEx` calls kept pending per listener.
+pub(crate) const ACCEPTS_PER_LISTENER: usize = 8;
+/// Size of an `AcceptEx` address buffer: room for both addresses, 16 bytes more each.
+const ACCEPT_ADDRS_BYTES: usize = 2 * (mem::size_of::<ws::SOCKADDR_STORAGE>() + 16);
 /// Most entries one `GetQueuedCompletionStatusEx` dequeues.
 const ENTRIES_MAX: usize = 4096;
 /// Longest the backend's drop waits for cancelled operations to come back.
@@ -100,6 +146,12 @@ enum OpKind {
     RecvFrom,
     /// A `WSASendTo` (`owner`: the socket's index; `slot`: the send operation's index).
     SendTo,
+    /// An `AcceptEx` (`owner`: the listener's index; `accept_socket`: the socket it fills).
+    Accept,
+    /// A connection's zero-byte `WSARecv` (`owner`, `slot`: its slot index and generation).
+    Read,
+    /// A connection's `WSASend` (`owner`, `slot`: as for `Read`).
+    Write,
 }
 
 /// One overlapped operation and everything the kernel reads or writes for it.
@@ -108,12 +160,15 @@ struct Op {
     /// First, so that a completion's `OVERLAPPED` pointer is the `Op`'s.
     ov: wio::OVERLAPPED,
     kind: OpKind,
-    /// Between the call that started it and the dequeue of its completion.
-    in_flight: bool,
+    /// Between the call that started it and the handling of its completion (which may wait
+    /// in the backlog after the kernel is done): only then may it be started again or freed.
+    busy: bool,
     owner: u32,
     slot: u32,
     /// The socket it runs on (for `WSAGetOverlappedResult`).
     socket: ws::SOCKET,
+    /// `Accept`: the socket `AcceptEx` connects (owned by the operation until taken).
+    accept_socket: ws::SOCKET,
     wsabuf: ws::WSABUF,
     flags: u32,
     addr: ws::SOCKADDR_STORAGE,
@@ -136,10 +191,11 @@ impl OpPtr {
             // SAFETY: all-zero bytes are a valid OVERLAPPED, WSABUF and SOCKADDR_STORAGE.
             ov: unsafe { mem::zeroed() },
             kind,
-            in_flight: false,
+            busy: false,
             owner,
             slot,
             socket,
+            accept_socket: ws::INVALID_SOCKET,
             wsabuf: ws::WSABUF {
                 len: 0,
                 buf: ptr::null_mut(),
@@ -160,11 +216,37 @@ impl OpPtr {
     /// # Safety
     /// It is not in flight, and no other copy of the pointer is used afterwards.
     unsafe fn free(self) {
-        // SAFETY: both made by `Box::into_raw` in `new`; the caller guarantees the rest.
+        // SAFETY: both made by `Box::into_raw` in `new`; the caller guarantees the rest. An
+        // accept socket still held is closed with it.
         unsafe {
             let op = Box::from_raw(self.0);
+            if op.accept_socket != ws::INVALID_SOCKET {
+                ws::closesocket(op.accept_socket);
+            }
             drop(Box::from_raw(ptr::slice_from_raw_parts_mut(op.buf, op.cap)));
         }
+    }
+}
+
+impl OpPtr {
+    /// The connection a `Read` or `Write` operation belongs to.
+    ///
+    /// # Safety
+    /// The operation is not in flight.
+    unsafe fn conn(self) -> ConnId {
+        // SAFETY: the caller guarantees the backend owns the operation.
+        unsafe {
+            ConnId {
+                index: (*self.0).owner,
+                generation: (*self.0).slot,
+            }
+        }
+    }
+
+    /// Whether the operation was started and its completion not handled yet.
+    fn busy(self) -> bool {
+        // SAFETY: `busy` is only written by the backend's thread, never by the kernel.
+        unsafe { (*self.0).busy }
     }
 }
 
@@ -211,16 +293,58 @@ struct UdpSock {
     recvs: Vec<OpPtr>,
 }
 
+/// A TCP listener and its `AcceptEx` operations.
+struct ListenSock {
+    socket: TcpListener,
+    local: SocketAddr,
+    accept_ex: win::AcceptEx,
+    accepts: Vec<OpPtr>,
+}
+
 enum Sock {
     Udp(UdpSock),
+    Listener(ListenSock),
 }
 
 impl Sock {
     fn raw(&self) -> ws::SOCKET {
         match self {
             Sock::Udp(u) => u.socket.as_raw_socket() as ws::SOCKET,
+            Sock::Listener(l) => l.socket.as_raw_socket() as ws::SOCKET,
         }
     }
+}
+
+/// A stream connection. `send_stream` appends to `queue`; a `WSASend` reads from `flight`,
+/// which nothing appends to (the two swap when `flight` is empty); both together hold at most
+/// `stream_send_bytes`.
+struct Conn {
+    stream: TcpStream,
+    read: OpPtr,
+    write: OpPtr,
+    queue: SendBuf,
+    flight: SendBuf,
+    /// Length of the `WSASend` in flight (0: none): `flight.pending()[..sending]`.
+    sending: usize,
+    /// Bytes at the front of `flight ++ queue` that `flush` released (including `sending`).
+    released: usize,
+    /// On the flush list.
+    dirty: bool,
+}
+
+impl Conn {
+    fn queued(&self) -> usize {
+        self.flight.len() + self.queue.len()
+    }
+}
+
+/// A closed connection whose operations have not all come back: its socket stays open and
+/// its operations and in-flight send buffer allocated until then.
+struct Zombie {
+    stream: TcpStream,
+    read: OpPtr,
+    write: OpPtr,
+    _flight: SendBuf,
 }
 
 pub(crate) struct Iocp {
@@ -242,6 +366,23 @@ pub(crate) struct Iocp {
     max_datagram: usize,
     buffer_bytes: usize,
     stats: IoStats,
+    conns: ConnTable<Conn>,
+    zombies: HashMap<ConnId, Zombie>,
+    /// Connections that failed outside a poll (a send that failed at once): the next poll
+    /// delivers their `Closed` first.
+    closing: VecDeque<(ConnId, io::ErrorKind)>,
+    /// Connections with bytes queued since the last flush.
+    dirty: Vec<ConnId>,
+    /// Accepts that could not be started: started again by the next poll.
+    accept_rearm: Vec<OpPtr>,
+    /// The shared stream read buffer (`stream_read_bytes`).
+    read_buf: Box<[u8]>,
+    /// Bytes in every connection's send buffers together.
+    stream_queued: usize,
+    stream_send_bytes: usize,
+    max_connections: usize,
+    /// `SO_SNDBUF` of stream sockets.
+    socket_send_bytes: usize,
     /// `timeBeginPeriod(1)` succeeded: undone at drop.
     timer_period: bool,
 }
@@ -292,6 +433,16 @@ impl Iocp {
             max_datagram: cfg.max_datagram,
             buffer_bytes: cfg.socket_buffer_bytes,
             stats: IoStats::default(),
+            conns: ConnTable::new(),
+            zombies: HashMap::new(),
+            closing: VecDeque::new(),
+            dirty: Vec::new(),
+            accept_rearm: Vec::new(),
+            read_buf: vec![0u8; cfg.stream_read_bytes].into_boxed_slice(),
+            stream_queued: 0,
+            stream_send_bytes: cfg.stream_send_bytes,
+            max_connections: cfg.max_connections,
+            socket_send_bytes: cfg.stream_socket_send_bytes,
             timer_period,
         })
     }
@@ -322,7 +473,7 @@ impl Iocp {
             };
             (*p).flags = 0;
             (*p).addr_len = mem::size_of::<ws::SOCKADDR_STORAGE>() as i32;
-            (*p).in_flight = true;
+            (*p).busy = true;
             ws::WSARecvFrom(
                 (*p).socket,
                 ptr::addr_of!((*p).wsabuf),
@@ -345,11 +496,459 @@ impl Iocp {
             Some(ws::WSA_IO_PENDING) | Some(ws::WSAEMSGSIZE) => {}
             _ => {
                 // SAFETY: the call failed at once: no packet will come, the backend owns it.
-                unsafe { (*p).in_flight = false };
+                unsafe { (*p).busy = false };
                 self.in_flight -= 1;
                 self.stats.recv_errors += 1;
                 self.rearm.push(op);
             }
+        }
+    }
+
+    /// Starts accept `op` of listener `id` (not in flight) with a new socket. When that fails
+    /// at once the accept waits for the next poll.
+    fn start_accept(&mut self, id: u32, op: OpPtr) {
+        let (listen, local, accept_ex) = match self.sockets.get(id as usize) {
+            Some(Sock::Listener(l)) => {
+                (l.socket.as_raw_socket() as ws::SOCKET, l.local, l.accept_ex)
+            }
+            _ => return,
+        };
+        let socket = match win::tcp_socket(&local) {
+            Ok(socket) => socket,
+            Err(_) => {
+                self.stats.accept_errors += 1;
+                self.accept_rearm.push(op);
+                return;
+            }
+        };
+        let p = op.0;
+        let mut received = 0u32;
+        let addr_bytes = (ACCEPT_ADDRS_BYTES / 2) as u32;
+        // SAFETY: `op` is not in flight: the backend owns it. Its buffer holds both addresses
+        // (ACCEPT_ADDRS_BYTES) and, like the OVERLAPPED, stays allocated until the completion
+        // is dequeued. The accept socket's ownership moves into the operation.
+        let ok = unsafe {
+            (*p).ov = mem::zeroed();
+            (*p).accept_socket =
+                std::os::windows::io::IntoRawSocket::into_raw_socket(socket) as ws::SOCKET;
+            (*p).busy = true;
+            accept_ex(
+                listen,
+                (*p).accept_socket,
+                (*p).buf as *mut std::ffi::c_void,
+                0,
+                addr_bytes,
+                addr_bytes,
+                &mut received,
+                ptr::addr_of_mut!((*p).ov),
+            )
+        };
+        self.in_flight += 1;
+        if ok != 0 || win::last_error().raw_os_error() == Some(ws::WSA_IO_PENDING) {
+            return;
+        }
+        // Failed at once: no packet will come.
+        // SAFETY: as above; the accept socket is closed here.
+        unsafe {
+            (*p).busy = false;
+            ws::closesocket((*p).accept_socket);
+            (*p).accept_socket = ws::INVALID_SOCKET;
+        }
+        self.in_flight -= 1;
+        self.stats.accept_errors += 1;
+        self.accept_rearm.push(op);
+    }
+
+    /// An accept came back: registers the connection (or closes it beyond the limit) and
+    /// starts the accept again. Returns the events delivered.
+    fn handle_accept(
+        &mut self,
+        op: OpPtr,
+        status: i32,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> usize {
+        let p = op.0;
+        // SAFETY: the operation is back: the backend owns it and the socket it holds.
+        let (id, raw) = unsafe {
+            let raw = mem::replace(&mut (*p).accept_socket, ws::INVALID_SOCKET);
+            ((*p).owner, raw)
+        };
+        let stream = if raw == ws::INVALID_SOCKET {
+            None
+        } else {
+            // SAFETY: the operation owned this open socket; now `stream` does.
+            Some(unsafe { std::os::windows::io::FromRawSocket::from_raw_socket(raw as u64) })
+        };
+        if status != 0 {
+            // Cancelled: the listener is going away.
+            if op_error(op).raw_os_error() == Some(wf::ERROR_OPERATION_ABORTED as i32) {
+                return 0;
+            }
+            // The client gave up before it was accepted, or another error: counted, and this
+            // accept starts again with the next poll (the others go on meanwhile), so an
+            // error that repeats cannot spin.
+            self.stats.accept_errors += 1;
+            self.accept_rearm.push(op);
+            return 0;
+        }
+        self.start_accept(id, op);
+        let stream: TcpStream = match stream {
+            Some(stream) => stream,
+            None => return 0,
+        };
+        let listener = match self.sockets.get(id as usize) {
+            Some(Sock::Listener(l)) => &l.socket,
+            _ => return 0,
+        };
+        if win::update_accept_context(&stream, listener).is_err() {
+            self.stats.accept_errors += 1;
+            return 0;
+        }
+        if self.conns.len() >= self.max_connections {
+            self.stats.accepts_over_limit += 1;
+            return 0; // `stream` is closed here
+        }
+        let from = match stream.peer_addr() {
+            Ok(from) => from,
+            Err(_) => {
+                self.stats.accept_errors += 1;
+                return 0;
+            }
+        };
+        match self.register(stream) {
+            Ok(conn) => {
+                self.stats.accepted += 1;
+                on_event(Event::Accepted {
+                    listener: SocketId(id),
+                    conn,
+                    from,
+                });
+                1
+            }
+            Err(_) => {
+                self.stats.accept_errors += 1;
+                0
+            }
+        }
+    }
+
+    /// Registers a connected stream: non-blocking (for the reads and the close's write),
+    /// `TCP_NODELAY`, `SO_SNDBUF`, on the port, its zero-byte receive started.
+    fn register(&mut self, stream: TcpStream) -> io::Result<ConnId> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let raw = stream.as_raw_socket();
+        win::set_send_buffer(raw, self.socket_send_bytes);
+        self.associate(raw as ws::SOCKET)?;
+        let raw = raw as ws::SOCKET;
+        let read = OpPtr::new(OpKind::Read, 0, 0, raw, 0);
+        let write = OpPtr::new(OpKind::Write, 0, 0, raw, 0);
+        let id = self.conns.insert(Conn {
+            stream,
+            read,
+            write,
+            queue: SendBuf::new(self.stream_send_bytes),
+            flight: SendBuf::new(self.stream_send_bytes),
+            sending: 0,
+            released: 0,
+            dirty: false,
+        });
+        for op in [read, write] {
+            // SAFETY: just made, not in flight.
+            unsafe {
+                (*op.0).owner = id.index;
+                (*op.0).slot = id.generation;
+            }
+        }
+        if let Err(e) = self.start_read(id) {
+            if let Some(c) = self.conns.remove(id) {
+                self.bury(id, c);
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Starts connection `id`'s zero-byte receive.
+    fn start_read(&mut self, id: ConnId) -> io::Result<()> {
+        let op = match self.conns.get(id) {
+            Some(c) => c.read,
+            None => return Ok(()),
+        };
+        let p = op.0;
+        // SAFETY: the read operation is not in flight (it just came back, or is new): the
+        // backend owns it; the WSABUF points at its (empty) buffer.
+        let rc = unsafe {
+            (*p).ov = mem::zeroed();
+            (*p).wsabuf = ws::WSABUF {
+                len: 0,
+                buf: (*p).buf,
+            };
+            (*p).flags = 0;
+            (*p).busy = true;
+            ws::WSARecv(
+                (*p).socket,
+                ptr::addr_of!((*p).wsabuf),
+                1,
+                ptr::null_mut(),
+                ptr::addr_of_mut!((*p).flags),
+                ptr::addr_of_mut!((*p).ov),
+                None,
+            )
+        };
+        self.in_flight += 1;
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = win::last_error();
+        if err.raw_os_error() == Some(ws::WSA_IO_PENDING) {
+            return Ok(());
+        }
+        // SAFETY: failed at once: no packet will come.
+        unsafe { (*p).busy = false };
+        self.in_flight -= 1;
+        Err(err)
+    }
+
+    /// A connection's zero-byte receive came back: one non-blocking read into the stream
+    /// buffer, delivered; or the connection's end. Returns the events delivered.
+    fn handle_read(
+        &mut self,
+        op: OpPtr,
+        status: i32,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> usize {
+        // SAFETY: the operation is back: the backend owns it.
+        let id = unsafe { op.conn() };
+        if self.conns.get(id).is_none() {
+            self.zombie_done(id);
+            return 0;
+        }
+        if status != 0 {
+            let kind = op_error(op).kind();
+            return self.close_with(id, CloseReason::Error(kind), on_event);
+        }
+        let result = {
+            let c = self.conns.get(id).expect("checked above");
+            loop {
+                match (&c.stream).read(&mut self.read_buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+        };
+        match result {
+            Ok(0) => self.close_with(id, CloseReason::Eof, on_event),
+            Ok(n) => {
+                on_event(Event::Stream {
+                    conn: id,
+                    data: &self.read_buf[..n],
+                });
+                if let Err(e) = self.start_read(id) {
+                    self.fail_conn(id, e.kind());
+                }
+                1
+            }
+            // Nothing after all (not expected): wait for the next.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.start_read(id) {
+                Ok(()) => 0,
+                Err(e) => self.close_with(id, CloseReason::Error(e.kind()), on_event),
+            },
+            Err(e) => self.close_with(id, CloseReason::Error(e.kind()), on_event),
+        }
+    }
+
+    /// Starts a `WSASend` for connection `id` if bytes are released for it and none is in
+    /// flight. A send that fails at once fails the connection (reported by the next poll).
+    fn start_send(&mut self, id: ConnId) {
+        let (op, buf, len) = match self.conns.get_mut(id) {
+            Some(c) if c.sending == 0 && c.released > 0 => {
+                if c.flight.is_empty() {
+                    mem::swap(&mut c.flight, &mut c.queue);
+                }
+                let len = c.released.min(c.flight.len()).min(u32::MAX as usize);
+                if len == 0 {
+                    return;
+                }
+                c.sending = len;
+                (c.write, c.flight.pending().as_ptr(), len)
+            }
+            _ => return,
+        };
+        let p = op.0;
+        // SAFETY: the write operation is not in flight (`sending` was 0): the backend owns it.
+        // The WSABUF points into `flight`'s heap buffer, which nothing appends to, moves or
+        // frees until this send's completion is dequeued (a closed connection keeps it in its
+        // zombie).
+        let rc = unsafe {
+            (*p).ov = mem::zeroed();
+            (*p).wsabuf = ws::WSABUF {
+                len: len as u32,
+                buf: buf as *mut u8,
+            };
+            (*p).busy = true;
+            ws::WSASend(
+                (*p).socket,
+                ptr::addr_of!((*p).wsabuf),
+                1,
+                ptr::null_mut(),
+                0,
+                ptr::addr_of_mut!((*p).ov),
+                None,
+            )
+        };
+        self.in_flight += 1;
+        if rc == 0 {
+            return;
+        }
+        let err = win::last_error();
+        if err.raw_os_error() == Some(ws::WSA_IO_PENDING) {
+            return;
+        }
+        // SAFETY: failed at once: no packet will come.
+        unsafe { (*p).busy = false };
+        self.in_flight -= 1;
+        if let Some(c) = self.conns.get_mut(id) {
+            c.sending = 0;
+        }
+        self.fail_conn(id, err.kind());
+    }
+
+    /// A connection's send came back: what it wrote leaves the buffers, the next send starts.
+    /// Returns the events delivered (a failure's `Closed`).
+    fn handle_write(
+        &mut self,
+        op: OpPtr,
+        status: i32,
+        written: usize,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> usize {
+        // SAFETY: the operation is back: the backend owns it.
+        let id = unsafe { op.conn() };
+        let c = match self.conns.get_mut(id) {
+            Some(c) => c,
+            None => {
+                self.zombie_done(id);
+                return 0;
+            }
+        };
+        let sent = mem::replace(&mut c.sending, 0);
+        if status != 0 || (written == 0 && sent > 0) {
+            let kind = if status != 0 {
+                op_error(op).kind()
+            } else {
+                io::ErrorKind::WriteZero
+            };
+            return self.close_with(id, CloseReason::Error(kind), on_event);
+        }
+        let n = written.min(sent);
+        c.flight.consume(n);
+        c.released -= n;
+        self.stream_queued -= n;
+        self.start_send(id);
+        0
+    }
+
+    /// Puts connection `id` on the flush list.
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// The stream half of `flush`: releases what is queued and starts a send for every
+    /// connection without one.
+    fn flush_streams(&mut self, report: &mut FlushReport) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for &id in &dirty {
+            match self.conns.get_mut(id) {
+                Some(c) => {
+                    c.dirty = false;
+                    let total = c.queued();
+                    report.stream_bytes += total - c.released;
+                    c.released = total;
+                }
+                None => continue,
+            }
+            self.start_send(id);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Disposes of a connection taken out of the table: with no operation in flight its
+    /// socket closes now; otherwise they are cancelled, the sending side is shut down (the
+    /// peer sees the close at once) and socket, operations and send buffer wait in a zombie
+    /// until the last completion.
+    fn bury(&mut self, id: ConnId, c: Conn) {
+        self.stream_queued -= c.queued();
+        if !c.read.busy() && !c.write.busy() {
+            // SAFETY: neither is in flight, and the connection (the only other holder of the
+            // pointers) is gone.
+            unsafe {
+                c.read.free();
+                c.write.free();
+            }
+            return; // dropping `c` closes the socket
+        }
+        // SAFETY: the socket is open; a null OVERLAPPED cancels all its operations.
+        unsafe { wio::CancelIoEx(c.stream.as_raw_socket() as HANDLE, ptr::null()) };
+        let _ = c.stream.shutdown(Shutdown::Write);
+        self.zombies.insert(
+            id,
+            Zombie {
+                stream: c.stream,
+                read: c.read,
+                write: c.write,
+                _flight: c.flight,
+            },
+        );
+    }
+
+    /// An operation of a closed connection came back: the zombie goes once both have.
+    fn zombie_done(&mut self, id: ConnId) {
+        let done = match self.zombies.get(&id) {
+            Some(z) => !z.read.busy() && !z.write.busy(),
+            None => false,
+        };
+        if done {
+            if let Some(z) = self.zombies.remove(&id) {
+                // SAFETY: neither operation is in flight, and the zombie (dropped here,
+                // closing the socket) was the only holder of the pointers.
+                unsafe {
+                    z.read.free();
+                    z.write.free();
+                }
+            }
+        }
+    }
+
+    /// Takes a connection out, disposes of it and tells the callback why it ended.
+    fn close_with(
+        &mut self,
+        id: ConnId,
+        reason: CloseReason,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> usize {
+        match self.conns.remove(id) {
+            Some(c) => {
+                self.bury(id, c);
+                on_event(Event::Closed { conn: id, reason });
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// A connection failed outside the handling of its completions: closed now, reported by
+    /// the next poll.
+    fn fail_conn(&mut self, id: ConnId, kind: io::ErrorKind) {
+        if let Some(c) = self.conns.remove(id) {
+            self.bury(id, c);
+            self.closing.push_back((id, kind));
         }
     }
 
@@ -380,11 +979,9 @@ impl Iocp {
             };
         }
         let n = n as usize;
-        for i in 0..n {
-            let e = self.entries[i];
+        for e in &self.entries[..n] {
             if e.lpCompletionKey == SOCKET_KEY && !e.lpOverlapped.is_null() {
-                // SAFETY: the kernel is done with the operation: the backend owns it again.
-                unsafe { (*(e.lpOverlapped as *mut Op)).in_flight = false };
+                // The kernel is done with the operation (`busy` until it is handled).
                 self.in_flight -= 1;
             }
         }
@@ -417,10 +1014,19 @@ impl Iocp {
         let op = OpPtr(e.lpOverlapped as *mut Op);
         let p = op.0;
         let status = e.Internal as i32;
-        // SAFETY: the operation is back: the backend owns it (nothing else touches it until
-        // it is started again below).
-        let kind = unsafe { (*p).kind };
+        // SAFETY: the operation is back (dequeued): the backend owns it; nothing else touches
+        // it until it is started again or freed, which its handling here allows.
+        let kind = unsafe {
+            (*p).busy = false;
+            (*p).kind
+        };
         match kind {
+            OpKind::Accept => (self.handle_accept(op, status, on_event), false),
+            OpKind::Read => (self.handle_read(op, status, on_event), false),
+            OpKind::Write => {
+                let written = e.dwNumberOfBytesTransferred as usize;
+                (self.handle_write(op, status, written, on_event), false)
+            }
             OpKind::SendTo => {
                 if status != 0 {
                     self.stats.send_errors += 1;
@@ -493,9 +1099,12 @@ impl Iocp {
     /// Cancels every operation and waits (at most [`TEARDOWN_PATIENCE`]) until all are back.
     /// True when none is left in flight.
     fn teardown(&mut self) -> bool {
-        for s in &self.sockets {
+        let conns = self.conns.iter_mut().map(|(_, c)| c.stream.as_raw_socket());
+        let zombies = self.zombies.values().map(|z| z.stream.as_raw_socket());
+        let sockets = self.sockets.iter().map(|s| s.raw() as u64);
+        for raw in sockets.chain(conns).chain(zombies).collect::<Vec<u64>>() {
             // SAFETY: the socket is open; a null OVERLAPPED cancels all its operations.
-            unsafe { wio::CancelIoEx(s.raw() as HANDLE, ptr::null()) };
+            unsafe { wio::CancelIoEx(raw as HANDLE, ptr::null()) };
         }
         let end = Instant::now() + TEARDOWN_PATIENCE;
         let mut waited = Duration::ZERO;
@@ -594,6 +1203,7 @@ impl Backend for Iocp {
     fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr> {
         match self.sockets.get(id.0 as usize) {
             Some(Sock::Udp(u)) => u.socket.local_addr(),
+            Some(Sock::Listener(l)) => Ok(l.local),
             None => Err(unknown_socket(id)),
         }
     }
@@ -643,7 +1253,7 @@ impl Backend for Iocp {
                     len: (*p).len as u32,
                     buf: (*p).buf,
                 };
-                (*p).in_flight = true;
+                (*p).busy = true;
                 ws::WSASendTo(
                     (*p).socket,
                     ptr::addr_of!((*p).wsabuf),
@@ -662,13 +1272,14 @@ impl Backend for Iocp {
             } else {
                 // Failed at once: no packet will come.
                 // SAFETY: as above.
-                unsafe { (*p).in_flight = false };
+                unsafe { (*p).busy = false };
                 report.failed += 1;
                 self.tx_free.push(slot);
             }
         }
         self.tx_queued = queued;
         self.stats.send_errors += report.failed as u64;
+        self.flush_streams(&mut report);
         Ok(report)
     }
 
@@ -681,8 +1292,25 @@ impl Backend for Iocp {
         for op in mem::take(&mut self.rearm) {
             self.start_recv(op);
         }
+        for op in mem::take(&mut self.accept_rearm) {
+            // SAFETY: an accept waiting to be started is not in flight.
+            let listener = unsafe { (*op.0).owner };
+            self.start_accept(listener, op);
+        }
         let mut budget = self.max_events;
         let (mut delivered, mut woke) = (0, false);
+        while budget > 0 {
+            let (conn, kind) = match self.closing.pop_front() {
+                Some(closed) => closed,
+                None => break,
+            };
+            on_event(Event::Closed {
+                conn,
+                reason: CloseReason::Error(kind),
+            });
+            delivered += 1;
+            budget -= 1;
+        }
         while budget > 0 {
             let e = match self.backlog.pop_front() {
                 Some(e) => e,
@@ -731,37 +1359,95 @@ impl Backend for Iocp {
         Ok(report)
     }
 
-    fn listen(&mut self, _addr: SocketAddr) -> io::Result<SocketId> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the iocp backend's stream half is not built yet",
-        ))
+    fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let id = next_socket_id(self.sockets.len())?;
+        let socket = win::listen_tcp(addr)?;
+        let local = socket.local_addr()?;
+        let accept_ex = win::accept_ex(&socket)?;
+        let raw = socket.as_raw_socket() as ws::SOCKET;
+        self.associate(raw)?;
+        let accepts: Vec<OpPtr> = (0..ACCEPTS_PER_LISTENER)
+            .map(|slot| OpPtr::new(OpKind::Accept, id.0, slot as u32, raw, ACCEPT_ADDRS_BYTES))
+            .collect();
+        self.sockets.push(Sock::Listener(ListenSock {
+            socket,
+            local,
+            accept_ex,
+            accepts: accepts.clone(),
+        }));
+        for op in accepts {
+            self.start_accept(id.0, op);
+        }
+        Ok(id)
     }
 
-    fn connect(&mut self, _addr: SocketAddr, _timeout: Duration) -> io::Result<ConnId> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the iocp backend's stream half is not built yet",
-        ))
+    fn connect(&mut self, addr: SocketAddr, timeout: Duration) -> io::Result<ConnId> {
+        if self.conns.len() >= self.max_connections {
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!(
+                    "max_connections ({}) connections are open",
+                    self.max_connections
+                ),
+            ));
+        }
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        self.register(stream)
     }
 
-    fn send_stream(&mut self, _conn: ConnId, _data: &[u8]) -> Result<(), SendError> {
-        Err(SendError::Closed)
+    fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        let c = match self.conns.get_mut(conn) {
+            Some(c) => c,
+            None => return Err(SendError::Closed),
+        };
+        if data.len() > c.queue.capacity_left().saturating_sub(c.flight.len()) {
+            self.stats.stream_send_full += 1;
+            return Err(SendError::Full);
+        }
+        // Fits: `queue` alone has at least this much room.
+        c.queue.push(data)?;
+        self.stream_queued += data.len();
+        if !data.is_empty() {
+            self.mark_dirty(conn);
+        }
+        Ok(())
     }
 
-    fn send_capacity(&self, _conn: ConnId) -> Option<usize> {
-        None
+    fn send_capacity(&self, conn: ConnId) -> Option<usize> {
+        self.conns
+            .get(conn)
+            .map(|c| c.queue.capacity_left().saturating_sub(c.flight.len()))
     }
 
     fn stream_queued(&self) -> usize {
-        0
+        self.stream_queued
     }
 
     fn connections(&self) -> usize {
-        0
+        self.conns.len()
     }
 
-    fn close(&mut self, _conn: ConnId) {}
+    fn close(&mut self, conn: ConnId) {
+        let c = match self.conns.remove(conn) {
+            Some(c) => c,
+            None => {
+                // Failed by a send but not reported yet: the caller closed it first.
+                self.closing.retain(|closed| closed.0 != conn);
+                return;
+            }
+        };
+        if c.sending == 0 {
+            // One non-blocking try at what is queued. With a send in flight it is skipped:
+            // these bytes must not overtake that one.
+            let mut stream = &c.stream;
+            let first = c.flight.pending();
+            let wrote_first = first.is_empty() || stream.write(first).ok() == Some(first.len());
+            if wrote_first && !c.queue.is_empty() {
+                let _ = stream.write(c.queue.pending());
+            }
+        }
+        self.bury(conn, c);
+    }
 
     fn waker(&self) -> Waker {
         Waker::new(self.waker.clone())
@@ -779,6 +1465,26 @@ impl Drop for Iocp {
         for s in &mut self.sockets {
             match s {
                 Sock::Udp(u) => ops.append(&mut u.recvs),
+                Sock::Listener(l) => ops.append(&mut l.accepts),
+            }
+        }
+        let mut ids = Vec::new();
+        self.conns.ids_into(&mut ids);
+        for id in ids {
+            if let Some(c) = self.conns.remove(id) {
+                ops.push(c.read);
+                ops.push(c.write);
+                // The connection's send buffers must outlive a send still in flight too.
+                if !clean {
+                    mem::forget(c.flight);
+                }
+            }
+        }
+        for (_, z) in self.zombies.drain() {
+            ops.push(z.read);
+            ops.push(z.write);
+            if !clean {
+                mem::forget(z._flight);
             }
         }
         if clean {
@@ -848,6 +1554,127 @@ mod tests {
         waker.wake().unwrap();
         let report = io.poll(Instant::now(), &mut |_| {}).unwrap();
         assert_eq!(report.events, 1);
+    }
+
+    /// Polls (without expecting events) until `done` holds; a hang guard, not a measurement.
+    fn poll_until(io: &mut Iocp, what: &str, mut done: impl FnMut(&Iocp) -> bool) {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !done(io) {
+            assert!(Instant::now() < end, "hung waiting for {}", what);
+            io.poll(Instant::now() + Duration::from_millis(5), &mut |_| {})
+                .unwrap();
+        }
+    }
+
+    /// A connection closed with a send in flight keeps its socket, operations and send buffer
+    /// in a zombie until the send's completion is back (the kernel may still read the buffer);
+    /// then everything goes, and the peer sees the end.
+    #[test]
+    fn close_with_a_send_in_flight_waits_for_its_completion() {
+        let cfg = Config {
+            stream_send_bytes: 256 * 1024,
+            stream_socket_send_bytes: 16 * 1024,
+            ..Config::default()
+        };
+        let mut io = Iocp::open(&cfg).unwrap();
+        let server = TcpListener::bind(localhost()).unwrap();
+        let conn = io
+            .connect(server.local_addr().unwrap(), Duration::from_secs(60))
+            .unwrap();
+        let (mut peer, _) = server.accept().unwrap();
+        // The peer never reads: queue and flush until a send stays in flight.
+        let chunk = vec![7u8; 64 * 1024];
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < end, "the kernel never filled up");
+            let room = io.send_capacity(conn).unwrap();
+            if room > 0 {
+                io.send_stream(conn, &chunk[..room.min(chunk.len())])
+                    .unwrap();
+            }
+            io.flush().unwrap();
+            io.poll(Instant::now() + Duration::from_millis(20), &mut |_| {})
+                .unwrap();
+            let c = io.conns.get(conn).unwrap();
+            if c.sending > 0 && io.send_capacity(conn) == Some(0) {
+                break;
+            }
+        }
+        io.close(conn);
+        assert_eq!(io.zombies.len(), 1);
+        assert_eq!((io.connections(), io.stream_queued()), (0, 0));
+        // The peer drains; the cancelled (or finished) send comes back and the zombie goes.
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut ended = false;
+        while !ended || !io.zombies.is_empty() {
+            assert!(Instant::now() < end, "the zombie never went");
+            match peer.read(&mut buf) {
+                Ok(0) => ended = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => ended = true,
+            }
+            io.poll(Instant::now() + Duration::from_millis(5), &mut |_| {})
+                .unwrap();
+        }
+        assert_eq!(io.in_flight, 0);
+    }
+
+    /// Dropping a backend with live connections, a zombie and listeners waits for every
+    /// operation (accepts, zero-byte receives, sends) to come back.
+    #[test]
+    fn teardown_with_streams_waits_for_every_operation() {
+        let mut io = Iocp::open(&Config::default()).unwrap();
+        let l = io.listen(localhost()).unwrap();
+        let addr = io.local_addr(l).unwrap();
+        let a = io.connect(addr, Duration::from_secs(60)).unwrap();
+        let b = io.connect(addr, Duration::from_secs(60)).unwrap();
+        poll_until(&mut io, "both accepted", |io| io.connections() == 4);
+        io.send_stream(a, b"hello").unwrap();
+        io.flush().unwrap();
+        io.close(b);
+        assert!(io.in_flight >= ACCEPTS_PER_LISTENER + 3);
+        assert!(
+            io.teardown(),
+            "operations still in flight: {}",
+            io.in_flight
+        );
+        assert_eq!(io.in_flight, 0);
+    }
+
+    /// A completion kept in the backlog still names its operation: closing its connection
+    /// meanwhile keeps the operation (in a zombie) until that completion is handled.
+    #[test]
+    fn a_backlogged_completion_keeps_its_closed_connections_operation() {
+        let cfg = Config {
+            max_events: 1,
+            ..Config::default()
+        };
+        let mut io = Iocp::open(&cfg).unwrap();
+        let server = TcpListener::bind(localhost()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let a = io.connect(addr, Duration::from_secs(60)).unwrap();
+        let b = io.connect(addr, Duration::from_secs(60)).unwrap();
+        let (mut pa, _) = server.accept().unwrap();
+        let (mut pb, _) = server.accept().unwrap();
+        pa.write_all(b"a").unwrap();
+        pb.write_all(b"b").unwrap();
+        // One event per poll: both reads come back, one waits in the backlog; its connection
+        // is closed before that completion is handled.
+        poll_until(&mut io, "a read in the backlog", |io| {
+            !io.backlog.is_empty()
+        });
+        let kept = OpPtr(io.backlog[0].lpOverlapped as *mut Op);
+        assert!(kept.busy());
+        for id in [a, b] {
+            io.close(id);
+        }
+        assert_eq!(io.connections(), 0);
+        assert!(!io.zombies.is_empty());
+        poll_until(&mut io, "the zombies to go", |io| io.zombies.is_empty());
+        assert!(io.backlog.is_empty());
     }
 
     #[test]

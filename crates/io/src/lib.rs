@@ -10,7 +10,7 @@
 //! | [`Model::Epoll`] | `epoll` | Linux |
 //! | [`Model::Select`] | `select` | every unix (descriptors below `FD_SETSIZE` only) |
 //! | [`Model::Blocking`] | `blocking` | everywhere (pure std; threads: one per UDP socket and listener, two per connection; at most 512 connections) |
-//! | [`Model::Iocp`] | `iocp` | Windows (overlapped `WSARecvFrom`/`WSASendTo` on one completion port; streams not yet) |
+//! | [`Model::Iocp`] | `iocp` | Windows (overlapped Winsock operations on one completion port: `WSARecvFrom`/`WSASendTo`, `AcceptEx`, `WSARecv`/`WSASend`) |
 //! | [`Model::Kqueue`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
 //!
 //! # The contract
@@ -213,6 +213,17 @@
 //!   again: a poll never returns before its deadline, and is late by up to the system timer's
 //!   resolution, which the backend sets to 1 ms (`timeBeginPeriod(1)`) while it is open.
 //! * The waker posts one completion packet (never more than one queued).
+//! * Streams: each listener keeps eight `AcceptEx` calls pending (fresh sockets, the
+//!   `AcceptEx` pointer from the listener's provider); each connection one overlapped
+//!   zero-byte `WSARecv` (it completes when bytes are there, without holding a buffer: an idle
+//!   connection pins no read buffer), then one non-blocking read into the shared stream buffer
+//!   per [`Event::Stream`]. Sends are one overlapped `WSASend` at a time per connection, from a
+//!   buffer [`Backend::send_stream`] never appends to (it appends to a second; they swap when
+//!   the first is empty), both within [`Config::stream_send_bytes`], as for io_uring.
+//!   [`Backend::close`] (like an `Eof`/`Error` end) cancels what is pending, shuts the sending
+//!   side down and keeps socket, operations and in-flight bytes until their completions are
+//!   back. Listeners get a backlog of 1024 and no `SO_REUSEADDR` (on Windows it would let
+//!   another socket take the port).
 //!
 //! # Test hook
 //!

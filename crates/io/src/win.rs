@@ -4,9 +4,12 @@
 use std::ffi::c_void;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::windows::io::RawSocket;
+use std::net::{
+    Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
+};
+use std::os::windows::io::{AsRawSocket, FromRawSocket, IntoRawSocket, RawSocket};
 use std::ptr;
+use std::sync::Once;
 
 use windows_sys::Win32::Networking::WinSock as ws;
 
@@ -132,4 +135,127 @@ pub(crate) fn udp_connreset_off(s: RawSocket) {
             None,
         )
     };
+}
+
+/// Winsock's `WSAStartup`, once per process (std does it before its own first socket; this
+/// crate makes some sockets itself). Never undone: std does not either.
+fn startup() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        // SAFETY: WSADATA is plain data that `data` can hold; it outlives the call.
+        let mut data: ws::WSADATA = unsafe { mem::zeroed() };
+        // SAFETY: as above.
+        let _ = unsafe { ws::WSAStartup(0x202, &mut data) };
+    });
+}
+
+/// A new overlapped, non-inheritable TCP socket of `addr`'s family, unbound (what `AcceptEx`
+/// wants as its accept socket).
+pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
+    startup();
+    let family = match addr {
+        SocketAddr::V4(_) => ws::AF_INET,
+        SocketAddr::V6(_) => ws::AF_INET6,
+    };
+    // SAFETY: no pointers; a null protocol info is allowed.
+    let s = unsafe {
+        ws::WSASocketW(
+            i32::from(family),
+            ws::SOCK_STREAM,
+            ws::IPPROTO_TCP,
+            ptr::null(),
+            0,
+            ws::WSA_FLAG_OVERLAPPED | ws::WSA_FLAG_NO_HANDLE_INHERIT,
+        )
+    };
+    if s == ws::INVALID_SOCKET {
+        return Err(last_error());
+    }
+    // SAFETY: `s` was just created and is owned by nothing else.
+    Ok(unsafe { TcpStream::from_raw_socket(s as RawSocket) })
+}
+
+/// Backlog of every TCP listener.
+pub(crate) const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP listener on `addr` with a backlog of [`LISTEN_BACKLOG`] (std's is 128). No
+/// `SO_REUSEADDR`: on Windows it would let another socket bind the same port (std does not set
+/// it either).
+pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = tcp_socket(&addr)?;
+    let raw = socket.as_raw_socket() as ws::SOCKET;
+    // SAFETY: all-zero bytes are a valid SOCKADDR_STORAGE.
+    let mut storage: ws::SOCKADDR_STORAGE = unsafe { mem::zeroed() };
+    let len = socket_addr_to_raw(&addr, &mut storage);
+    // SAFETY: `storage` holds an address of `len` bytes and outlives the call.
+    if unsafe { ws::bind(raw, &storage as *const _ as *const ws::SOCKADDR, len) } != 0 {
+        return Err(last_error());
+    }
+    // SAFETY: no pointers.
+    if unsafe { ws::listen(raw, LISTEN_BACKLOG) } != 0 {
+        return Err(last_error());
+    }
+    // SAFETY: the socket's ownership moves from `socket` (forgotten) to the listener.
+    Ok(unsafe { TcpListener::from_raw_socket(socket.into_raw_socket()) })
+}
+
+/// The `AcceptEx` extension function of a listening socket's provider.
+pub(crate) type AcceptEx = unsafe extern "system" fn(
+    ws::SOCKET,
+    ws::SOCKET,
+    *mut c_void,
+    u32,
+    u32,
+    u32,
+    *mut u32,
+    *mut windows_sys::Win32::System::IO::OVERLAPPED,
+) -> i32;
+
+/// Asks the listener's provider for `AcceptEx` (`SIO_GET_EXTENSION_FUNCTION_POINTER`).
+pub(crate) fn accept_ex(listener: &TcpListener) -> io::Result<AcceptEx> {
+    let guid = ws::WSAID_ACCEPTEX;
+    let mut f: ws::LPFN_ACCEPTEX = None;
+    let mut returned = 0u32;
+    // SAFETY: `guid` is readable and `f` writable for the sizes passed; synchronous call.
+    let rc = unsafe {
+        ws::WSAIoctl(
+            listener.as_raw_socket() as ws::SOCKET,
+            ws::SIO_GET_EXTENSION_FUNCTION_POINTER,
+            &guid as *const _ as *const c_void,
+            mem::size_of_val(&guid) as u32,
+            &mut f as *mut _ as *mut c_void,
+            mem::size_of::<ws::LPFN_ACCEPTEX>() as u32,
+            &mut returned,
+            ptr::null_mut(),
+            None,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error());
+    }
+    f.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no AcceptEx"))
+}
+
+/// `SO_UPDATE_ACCEPT_CONTEXT`: gives a socket accepted by `AcceptEx` its listener's
+/// properties, without which `getpeername` and `shutdown` fail on it.
+pub(crate) fn update_accept_context(
+    accepted: &TcpStream,
+    listener: &TcpListener,
+) -> io::Result<()> {
+    let l = listener.as_raw_socket() as ws::SOCKET;
+    // SAFETY: `l` is a SOCKET that outlives the call, and its size is passed with it.
+    let rc = unsafe {
+        ws::setsockopt(
+            accepted.as_raw_socket() as ws::SOCKET,
+            ws::SOL_SOCKET,
+            ws::SO_UPDATE_ACCEPT_CONTEXT,
+            &l as *const ws::SOCKET as *const u8,
+            mem::size_of::<ws::SOCKET>() as i32,
+        )
+    };
+    if rc != 0 {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
 }
