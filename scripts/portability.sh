@@ -5,6 +5,9 @@
 #   (`cargo check --tests`), for x86_64-apple-darwin, aarch64-apple-darwin and
 #   x86_64-unknown-freebsd with `-Zbuild-std` on Debian's Rust 1.63 (rustup's toolchain has no
 #   standard library for those targets and cannot fetch one). Nothing is linked or run.
+#   windows family: builds the crate's tests for x86_64-pc-windows-gnu (Debian's Rust 1.63 with
+#   its Windows standard library, MinGW) and runs them under Wine once per backend (iocp,
+#   blocking): scripts/portability-windows.sh.
 #
 # How and why it works this way was measured on this kind of machine first (the portability
 # probe's FINDINGS.md; what it means for users: docs/operations.md, "Running on macOS and
@@ -14,10 +17,11 @@
 # need a newer cargo), and the io crate checked alone in a generated workspace with its own
 # 1.63-compatible lockfile (libc <= 0.2.183): the workspace's other crates need a newer Rust.
 #
-# Usage: scripts/portability.sh [FAMILY...]     families: kqueue (default: all)
+# Usage: scripts/portability.sh [FAMILY...]     families: kqueue, windows (default: all)
 #        scripts/portability.sh --update-lock   regenerate scripts/portability/io-Cargo.lock
 #                                               (rustup's cargo, MSRV-aware resolution)
-# Prints one line per target and backend ("x86_64-apple-darwin kqueue: type-check ok") and
+# Prints one line per target and backend ("x86_64-apple-darwin kqueue: type-check ok",
+# "x86_64-pc-windows-gnu iocp: 43 passed") and
 # exits non-zero if any check failed. Installs missing Debian packages (root or sudo).
 # Everything else it writes lives under $PORTABILITY_DIR (default target/portability), which
 # is kept between runs: the first run checks std once per target (about 35 s each on 2 cores),
@@ -30,7 +34,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PINS="$ROOT/scripts/portability"
 CACHE="${PORTABILITY_DIR:-$ROOT/target/portability}"
-FAMILIES=(kqueue)
+FAMILIES=(kqueue windows)
 KQUEUE_TARGETS=(x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd)
 # Debian's toolchain: the std lockfile in $PINS is 1.63's.
 DEBIAN_RUST_VERSION="1.63."
@@ -191,9 +195,20 @@ family_kqueue() {
   done
 }
 
-# Windows (IOCP) slots in here as family_windows: build the io crate's tests for
-# x86_64-pc-windows-gnu (setup_io_check libstd-rust-dev-windows gcc-mingw-w64-x86-64-posix wine
-# wine64; no build-std needed) and run them under Wine, then add it to FAMILIES.
+# Windows (IOCP): the io crate's tests built for x86_64-pc-windows-gnu with Debian's Rust 1.63
+# and MinGW, run under Wine once per backend (iocp, blocking) by scripts/portability-windows.sh,
+# which installs what it needs and caches under /var/tmp/tickwire-windows.
+family_windows() {
+  local out rc=0 line
+  out=$("$ROOT/scripts/portability-windows.sh") || rc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      *": "*" passed") result "$line" ;;
+      ?*) result "$line (FAILED)" ;;
+    esac
+  done <<<"$out"
+  [ $rc -eq 0 ] || result "x86_64-pc-windows-gnu: FAILED (portability-windows.sh exit $rc)"
+}
 
 # Regenerates the pinned io lockfile with rustup's cargo, MSRV-aware (crates/io says
 # rust-version = "1.63", so the lockfile stays at version 3 and libc at <= 0.2.183).
@@ -236,7 +251,7 @@ main() {
   done
   cat "$CACHE/summary"
   # Every line must say ok.
-  ! grep -qv ': type-check ok$\|: tests ok$' "$CACHE/summary"
+  ! grep -qv ': type-check ok$\|: [0-9]* passed$' "$CACHE/summary"
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -148,12 +148,12 @@ pub(crate) struct Blocking {
     retired: Vec<JoinHandle<()>>,
     max_events: usize,
     max_datagram: usize,
-    #[cfg_attr(not(unix), allow(dead_code))]
+    #[cfg_attr(not(any(unix, windows)), allow(dead_code))]
     socket_buffer_bytes: usize,
     stream_read_bytes: usize,
     stream_send_bytes: usize,
-    /// `SO_SNDBUF` for stream sockets (unix; std has no portable setter).
-    #[cfg_attr(not(unix), allow(dead_code))]
+    /// `SO_SNDBUF` for stream sockets (unix and Windows; std has no portable setter).
+    #[cfg_attr(not(any(unix, windows)), allow(dead_code))]
     socket_send_bytes: usize,
     /// Datagrams taken out of the ring, lent to the callback.
     batch_bytes: Box<[u8]>,
@@ -373,6 +373,11 @@ impl Blocking {
             std::os::unix::io::AsRawFd::as_raw_fd(&stream),
             self.socket_send_bytes,
         );
+        #[cfg(windows)]
+        crate::win::set_send_buffer(
+            std::os::windows::io::AsRawSocket::as_raw_socket(&stream),
+            self.socket_send_bytes,
+        );
         #[cfg(not(unix))]
         let setup = setup.and_then(|()| stream.set_read_timeout(Some(READ_TICK)));
         if let Err(e) = setup {
@@ -507,6 +512,11 @@ impl Backend for Blocking {
         #[cfg(unix)]
         crate::sys::set_buffer_sizes(
             std::os::unix::io::AsRawFd::as_raw_fd(&socket),
+            self.socket_buffer_bytes,
+        );
+        #[cfg(windows)]
+        crate::win::set_buffer_sizes(
+            std::os::windows::io::AsRawSocket::as_raw_socket(&socket),
             self.socket_buffer_bytes,
         );
         socket.set_write_timeout(Some(SEND_TIMEOUT))?;

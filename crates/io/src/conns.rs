@@ -68,6 +68,7 @@ impl<T> ConnTable<T> {
 
     /// The live connection in slot `index`, with its handle (for tokens that carry the index
     /// only, such as epoll's).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn at_mut(&mut self, index: u32) -> Option<(ConnId, &mut T)> {
         let slot = self.slots.get_mut(index as usize)?;
         let generation = slot.generation;

@@ -11,7 +11,7 @@
 //! | [`Model::Kqueue`] | `kqueue` | macOS and FreeBSD, 64-bit (type-checked for those targets, not run in CI: see [kqueue](#kqueue)) |
 //! | [`Model::Select`] | `select` | every unix (descriptors below `FD_SETSIZE` only) |
 //! | [`Model::Blocking`] | `blocking` | everywhere (pure std; threads: one per UDP socket and listener, two per connection; at most 512 connections) |
-//! | [`Model::Iocp`] | not yet | [`open`] answers [`OpenError::Unsupported`] |
+//! | [`Model::Iocp`] | `iocp` | Windows (overlapped Winsock operations on one completion port: `WSARecvFrom`/`WSASendTo`, `AcceptEx`, `WSARecv`/`WSASend`) |
 //!
 //! A model that does not exist on the platform is refused by [`open`] with
 //! [`OpenError::Unsupported`], whose reason names the models this platform has.
@@ -215,6 +215,44 @@
 //!   within 50 ms (10 s on Windows), and the socket is closed once both threads have ended;
 //!   dropping the backend joins every thread.
 //!
+//! # IOCP
+//!
+//! The Windows backend keeps the contract on a completion port (the module's docs have the
+//! details):
+//!
+//! * Every operation owns its memory in one allocation made when the socket is bound or the
+//!   backend opened: an `OVERLAPPED`, its buffer and its peer address. The kernel owns it from
+//!   the call until its completion is dequeued; nothing touches, reuses or frees it meanwhile,
+//!   and dropping the backend cancels every operation (`CancelIoEx`) and waits for their
+//!   completions (at most a second; what never comes back is leaked, not freed).
+//! * Each UDP socket keeps four overlapped `WSARecvFrom`s pending into its own buffers; the
+//!   buffer lent to the callback is the one the kernel filled, re-armed right after the call.
+//!   More datagrams wait in the socket buffer. A datagram longer than the buffer completes
+//!   with `WSAEMSGSIZE` and is counted in [`IoStats::truncated`]. `SIO_UDP_CONNRESET` is off.
+//! * [`Backend::send`] copies into one of `send_queue` send operations; [`Backend::flush`]
+//!   starts an overlapped `WSASendTo` for each ([`FlushReport::sent`] counts those Winsock
+//!   accepted; one that fails later lands in [`IoStats::send_errors`] when its completion is
+//!   dequeued). A send operation is free again once its completion is dequeued; `send` on a
+//!   full set dequeues without waiting first, so "flush, then send" finds room as elsewhere.
+//! * Budget: completions are dequeued in batches (`GetQueuedCompletionStatusEx`); those that
+//!   would deliver beyond [`Config::max_events`] are kept, in order, for the next poll, which
+//!   delivers them first without waiting.
+//! * The wait's timeout is whole milliseconds, rounded up, and a wait that ends early waits
+//!   again: a poll never returns before its deadline, and is late by up to the system timer's
+//!   resolution, which the backend sets to 1 ms (`timeBeginPeriod(1)`) while it is open.
+//! * The waker posts one completion packet (never more than one queued).
+//! * Streams: each listener keeps eight `AcceptEx` calls pending (fresh sockets, the
+//!   `AcceptEx` pointer from the listener's provider); each connection one overlapped
+//!   zero-byte `WSARecv` (it completes when bytes are there, without holding a buffer: an idle
+//!   connection pins no read buffer), then one non-blocking read into the shared stream buffer
+//!   per [`Event::Stream`]. Sends are one overlapped `WSASend` at a time per connection, from a
+//!   buffer [`Backend::send_stream`] never appends to (it appends to a second; they swap when
+//!   the first is empty), both within [`Config::stream_send_bytes`], as for io_uring.
+//!   [`Backend::close`] (like an `Eof`/`Error` end) cancels what is pending, shuts the sending
+//!   side down and keeps socket, operations and in-flight bytes until their completions are
+//!   back. Listeners get a backlog of 1024 and no `SO_REUSEADDR` (on Windows it would let
+//!   another socket take the port).
+//!
 //! # Test hook
 //!
 //! When the environment variable `TICKWIRE_IO_FORCE_FAIL` holds a comma-separated list of model
@@ -241,6 +279,8 @@ mod blocking;
 mod conns;
 #[cfg(target_os = "linux")]
 mod epoll;
+#[cfg(windows)]
+mod iocp;
 #[cfg(all(
     any(target_os = "macos", target_os = "freebsd"),
     target_pointer_width = "64"
@@ -252,6 +292,8 @@ mod slab;
 #[cfg(target_os = "linux")]
 #[path = "io_uring.rs"]
 mod uring;
+#[cfg(windows)]
+mod win;
 
 /// Identifies one socket of a backend: its index in the backend's socket set, in bind order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -261,7 +303,8 @@ pub struct SocketId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     /// The best model this platform build offers (Linux: io_uring when its probe passes, else
-    /// epoll; macOS and FreeBSD: kqueue, else select; other unix: select; else blocking).
+    /// epoll; macOS and FreeBSD: kqueue, else select; other unix: select; Windows: iocp, else
+    /// blocking; else blocking).
     Auto,
     /// Linux epoll: UDP sockets level-triggered with `recvmmsg`/`sendmmsg`, listeners and
     /// stream connections edge-triggered.
@@ -273,7 +316,8 @@ pub enum Model {
     /// stream connections `EV_CLEAR`, an `EVFILT_USER` waker. [`OpenError::Unsupported`]
     /// elsewhere.
     Kqueue,
-    /// Windows I/O completion ports (not implemented yet: [`OpenError::Unsupported`]).
+    /// Windows I/O completion ports: overlapped `WSARecvFrom` (several pending per socket)
+    /// and `WSASendTo`, completions dequeued in batches.
     Iocp,
     /// POSIX `select(2)`; refuses sockets whose fd is `>= FD_SETSIZE`.
     Select,
@@ -841,6 +885,8 @@ fn auto_candidates() -> &'static [Model] {
         &[Model::Kqueue, Model::Select]
     } else if cfg!(unix) {
         &[Model::Select]
+    } else if cfg!(windows) {
+        &[Model::Iocp, Model::Blocking]
     } else {
         &[Model::Blocking]
     }
@@ -885,6 +931,10 @@ pub fn open(model: Model, cfg: &Config) -> Result<Box<dyn Backend>, OpenError> {
         Model::Blocking => blocking::Blocking::open(cfg)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(io_err),
+        #[cfg(windows)]
+        Model::Iocp => iocp::Iocp::open(cfg)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map_err(io_err),
         Model::IoUring => open_io_uring(cfg, &IoUringOptions::default()),
         _ => Err(OpenError::Unsupported {
             model,
@@ -923,7 +973,13 @@ macro_rules! platform_models {
         "select, blocking"
     };
 }
-#[cfg(not(unix))]
+#[cfg(windows)]
+macro_rules! platform_models {
+    () => {
+        "iocp, blocking"
+    };
+}
+#[cfg(not(any(unix, windows)))]
 macro_rules! platform_models {
     () => {
         "blocking"
@@ -944,10 +1000,6 @@ fn unsupported_reason(model: Model) -> &'static str {
         ),
         Model::Kqueue => concat!(
             "the kqueue backend is built for macOS and FreeBSD only; this platform has ",
-            platform_models!()
-        ),
-        Model::Iocp if cfg!(windows) => concat!(
-            "the iocp backend is not implemented yet; this platform has ",
             platform_models!()
         ),
         Model::Iocp => concat!(
@@ -1037,7 +1089,8 @@ fn cached_probe() -> io::Result<IoUringFlags> {
 
 /// The concrete models [`open`] can open on this platform build, best first (Linux: io_uring
 /// when [`probe_io_uring`] passes, epoll, select, blocking; macOS and FreeBSD: kqueue, select,
-/// blocking). [`Model::Auto`] is always accepted by [`open`] and is not listed.
+/// blocking; Windows: iocp, blocking). [`Model::Auto`] is always accepted by [`open`] and is not
+/// listed.
 pub fn available_models() -> Vec<Model> {
     let mut models = Vec::with_capacity(4);
     if cfg!(target_os = "linux") && probe_io_uring().is_ok() {
@@ -1051,6 +1104,9 @@ pub fn available_models() -> Vec<Model> {
     }
     if cfg!(unix) {
         models.push(Model::Select);
+    }
+    if cfg!(windows) {
+        models.push(Model::Iocp);
     }
     models.push(Model::Blocking);
     models
@@ -1176,13 +1232,16 @@ mod tests {
 
     #[test]
     fn unsupported_models_say_so() {
-        let mut unsupported = vec![Model::Iocp];
+        let mut unsupported = Vec::new();
         if !KQUEUE_BUILT {
             unsupported.push(Model::Kqueue);
         }
         if !cfg!(target_os = "linux") {
             unsupported.push(Model::IoUring);
             unsupported.push(Model::Epoll);
+        }
+        if !cfg!(windows) {
+            unsupported.push(Model::Iocp);
         }
         let available = available_models();
         for m in unsupported {

@@ -75,7 +75,6 @@ impl TxSlab {
 
     /// Groups the queue by socket, keeping queueing order within a socket. Sorts in place
     /// (no allocation); already-grouped queues (one socket) cost a linear scan.
-    // Used by the Linux backends (epoll) only.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn sort_by_socket(&mut self) {
         self.entries.sort_unstable_by_key(|e| (e.socket, e.slot));

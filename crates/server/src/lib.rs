@@ -395,9 +395,9 @@ fn open_backend(cfg: &config::Config) -> anyhow::Result<Box<dyn Backend>> {
         }
         // A model this platform does not have is a configuration mistake, not a start-up
         // failure: refused whatever io.fallback says (the error names the models it has).
-        Err(e @ tickwire_io::OpenError::Unsupported { .. }) => Err(anyhow::anyhow!(
-            "io.model = {model}: {e}"
-        )),
+        Err(e @ tickwire_io::OpenError::Unsupported { .. }) => {
+            Err(anyhow::anyhow!("io.model = {model}: {e}"))
+        }
         Err(e) => match cfg.io.fallback {
             config::IoFallback::None => Err(anyhow::anyhow!(
                 "io.model = {model}: {e} (io.fallback = none)"
