@@ -613,28 +613,25 @@ unsafe impl Send for IoUringBackend {}
 
 impl IoUringBackend {
     pub(crate) fn open(cfg: &Config, opts: &IoUringOptions) -> io::Result<IoUringBackend> {
-        let buf_entries = (cfg.max_events.saturating_mul(4))
-            .max(1024)
-            .checked_next_power_of_two()
-            .unwrap_or(BUF_RING_MAX)
-            .min(BUF_RING_MAX);
+        IoUringBackend::open_sized(cfg, opts, RingSizes::new(cfg))
+    }
+
+    /// `open` with the ring sizes given (tests shrink them to provoke exhaustion and overflow).
+    fn open_sized(
+        cfg: &Config,
+        opts: &IoUringOptions,
+        sizes: RingSizes,
+    ) -> io::Result<IoUringBackend> {
+        let RingSizes {
+            buf_entries,
+            sq_entries,
+            cq_entries,
+            stream_bufs,
+        } = sizes;
         let stride = round_up(
             RECVMSG_OUT + mem::size_of::<libc::sockaddr_storage>() + cfg.max_datagram,
             64,
         );
-        let sq_entries = cfg
-            .send_queue
-            .saturating_add(64)
-            .checked_next_power_of_two()
-            .unwrap_or(SQ_MAX)
-            .clamp(64, SQ_MAX);
-        // Headroom for stream completions (the stream buffer ring, sends, accepts).
-        let cq_entries = buf_entries
-            .saturating_add(cfg.send_queue)
-            .saturating_add(1024 + STREAM_BUFS_MAX)
-            .checked_next_power_of_two()
-            .unwrap_or(CQ_MAX)
-            .min(CQ_MAX);
 
         let mut last = None;
         let mut built = None;
@@ -724,7 +721,7 @@ impl IoUringBackend {
             stream_queued: 0,
             stream_send_bytes: cfg.stream_send_bytes,
             stream_read_bytes: cfg.stream_read_bytes.min(u32::MAX as usize),
-            stream_bufs: stream_buf_count(cfg),
+            stream_bufs,
             max_connections: cfg.max_connections.min(CONN_INDEX_LIMIT),
             socket_send_bytes: cfg.stream_socket_send_bytes,
             closing: false,
@@ -1513,6 +1510,46 @@ impl IoUringBackend {
             let (mut budget, mut report, mut woke) = (0, PollReport::default(), false);
             self.reap(&mut budget, &mut report, &mut woke, None);
             self.pending_wake |= woke;
+        }
+    }
+}
+
+/// The sizes of the rings a backend sets up, computed from its [`Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RingSizes {
+    /// Buffers of the datagram receive ring.
+    buf_entries: usize,
+    sq_entries: usize,
+    cq_entries: usize,
+    /// Buffers of the stream receive ring.
+    stream_bufs: usize,
+}
+
+impl RingSizes {
+    fn new(cfg: &Config) -> RingSizes {
+        let buf_entries = (cfg.max_events.saturating_mul(4))
+            .max(1024)
+            .checked_next_power_of_two()
+            .unwrap_or(BUF_RING_MAX)
+            .min(BUF_RING_MAX);
+        let sq_entries = cfg
+            .send_queue
+            .saturating_add(64)
+            .checked_next_power_of_two()
+            .unwrap_or(SQ_MAX)
+            .clamp(64, SQ_MAX);
+        // Headroom for stream completions (the stream buffer ring, sends, accepts).
+        let cq_entries = buf_entries
+            .saturating_add(cfg.send_queue)
+            .saturating_add(1024 + STREAM_BUFS_MAX)
+            .checked_next_power_of_two()
+            .unwrap_or(CQ_MAX)
+            .min(CQ_MAX);
+        RingSizes {
+            buf_entries,
+            sq_entries,
+            cq_entries,
+            stream_bufs: stream_buf_count(cfg),
         }
     }
 }
