@@ -113,7 +113,6 @@
 //! than freed under the kernel. Every descriptor is closed either way: sockets, listeners,
 //! connections, zombies, accepted descriptors still waiting in the backlog, the reserve.
 
-use std::alloc::{self, Layout};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
@@ -265,32 +264,52 @@ struct RingBuf {
     resv: u16,
 }
 
-/// A raw, zeroed heap allocation the kernel reads or writes; freed explicitly (or leaked).
+/// A zeroed, page-aligned anonymous mapping the kernel reads or writes; unmapped explicitly
+/// (or leaked). Its pages become resident only once written: a buffer ring sized for every
+/// connection costs memory as the kernel fills its buffers, not when it is made (the global
+/// allocator zeroes a large over-aligned block by writing it, which would make all of it
+/// resident at once).
 struct RawMem {
     ptr: *mut u8,
-    layout: Layout,
+    len: usize,
 }
 
 impl RawMem {
-    fn new(size: usize, align: usize) -> io::Result<RawMem> {
-        let layout = Layout::from_size_align(size.max(1), align)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad buffer layout"))?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
+    fn new(size: usize) -> io::Result<RawMem> {
+        let len = size.max(1);
+        // SAFETY: a fresh private anonymous mapping; no existing memory is named.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
-                "cannot allocate io_uring buffers",
+                format!(
+                    "cannot map {} bytes of io_uring buffers: {}",
+                    len,
+                    io::Error::last_os_error()
+                ),
             ));
         }
-        Ok(RawMem { ptr, layout })
+        Ok(RawMem {
+            ptr: ptr as *mut u8,
+            len,
+        })
     }
 }
 
 impl Drop for RawMem {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr, self.layout) }
+        // SAFETY: mapped in `new` with this length, unmapped once; nothing points into it any
+        // more (the kernel's requests ended, see `Drop for IoUringBackend`).
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
 
@@ -309,12 +328,9 @@ struct BufRing {
 
 impl BufRing {
     fn new(entries: usize, stride: usize) -> io::Result<BufRing> {
-        // SAFETY: sysconf has no memory preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = if page > 0 { page as usize } else { 4096 };
         let mut ring = BufRing {
-            ring: RawMem::new(entries * mem::size_of::<RingBuf>(), page)?,
-            bufs: RawMem::new(entries * stride, 64)?,
+            ring: RawMem::new(entries * mem::size_of::<RingBuf>())?,
+            bufs: RawMem::new(entries * stride)?,
             entries,
             stride,
             tail: 0,
