@@ -17,9 +17,7 @@
 //! A poll delivers at most `max_events` datagrams. Every CQE is reaped on every pass (so send
 //! slots and wake-ups are never stuck behind receive completions); receive CQEs beyond the
 //! budget are kept, with their buffers, in a backlog that the next poll delivers first, without
-//! waiting. The completion queue is sized for every buffer plus every send slot, so it does not
-//! overflow in normal operation; if it does (`IORING_FEAT_NODROP` keeps the CQEs), the
-//! terminated multishot receives are re-armed like any other.
+//! waiting. See [Back-pressure](#back-pressure) for a full CQ or SQ.
 //!
 //! # Send
 //!
@@ -32,7 +30,9 @@
 //! came back. Consequences for callers:
 //!
 //! * [`FlushReport::sent`] counts datagrams handed to the ring; the kernel's refusals are counted
-//!   in [`IoStats::send_errors`] when their CQEs are reaped (`FlushReport::failed` stays 0).
+//!   in [`IoStats::send_errors`] when their CQEs are reaped. `FlushReport::failed` counts only
+//!   datagrams the SQ could not take at all (see [Back-pressure](#back-pressure)), also in
+//!   `send_errors`.
 //! * A caller that flushes and then never polls must poll once (`poll(Instant::now(), ..)` does
 //!   not block) to push the datagrams out; dropping the backend also submits them. The server's
 //!   tick loop always polls after a flush.
@@ -89,6 +89,23 @@
 //! * `connect` is std's `TcpStream::connect_timeout` (blocking), then non-blocking, `TCP_NODELAY`
 //!   and registered like an accepted connection.
 //!
+//! # Back-pressure
+//!
+//! * **Full SQ.** An SQE that does not fit hands the SQ to the kernel first (`io_uring_enter`
+//!   without waiting; under SQPOLL, waking the SQ thread and waiting for room with
+//!   `IORING_ENTER_SQ_WAIT`). If it still does not fit (the kernel refused for now), nothing
+//!   fails: a receive or accept stays on its re-arm list, a SEND on the flush list, a datagram
+//!   is dropped and counted (`send_errors`, `FlushReport::failed`), a cancel is skipped (the
+//!   shutdown ends the request anyway), the waker is armed by the next poll. `poll`, `flush`,
+//!   `bind`, `listen` and `connect` never fail for a full SQ: an error out of `poll` would end
+//!   the caller's loop over what is only back-pressure.
+//! * **Full CQ.** The CQ is sized for every buffer of the datagram ring and every send slot,
+//!   plus 1280 (see `RingSizes`). Beyond that the kernel keeps the CQEs (`IORING_FEAT_NODROP`)
+//!   and flags the SQ (`IORING_SQ_CQ_OVERFLOW`); they move into the CQ only on an enter with
+//!   `GETEVENTS`, so `poll` enters (without waiting) and reaps again while the flag is up (at
+//!   most 64 extra passes; the next poll goes on, without waiting). Multishot requests that
+//!   the overflow ended (a last CQE without `F_MORE`) are re-armed like any other.
+//!
 //! # Wake-ups
 //!
 //! The waker is an eventfd with a multishot `IORING_OP_POLL_ADD` on the ring; a wake CQE makes
@@ -124,7 +141,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::io_uring::{cqueue, opcode, squeue, types, IoUring};
+use ::io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring};
 
 use crate::conns::{ConnTable, SendBuf};
 use crate::epoll::EventFd;
@@ -177,6 +194,9 @@ type OnEvent<'a> = dyn FnMut(Event<'_>) + 'a;
 
 /// Receive CQEs in one reap that suggest the socket has more ready (see `poll`).
 const BURST_RUN: usize = 16;
+/// Most non-blocking enters one pass of `poll` adds to take bursts and CQ overflow; what is
+/// left is taken by the next poll, which then does not wait.
+const MAX_EXTRA_PASSES: usize = 64;
 /// How long drop waits for the kernel to finish every request.
 const TEARDOWN: Duration = Duration::from_secs(1);
 /// How long the probe waits for its own datagram.
@@ -620,6 +640,10 @@ pub(crate) struct IoUringBackend {
     stream_ring_exhausted: u64,
     /// Sends the kernel took only part of, for tests.
     short_writes: u64,
+    /// Reaps that found CQEs kept outside the full CQ, for tests.
+    cq_overflows: u64,
+    /// SQEs the SQ refused even after handing its contents to the kernel, for tests.
+    sq_full: u64,
 }
 
 // SAFETY: the raw pointers inside `KernelMem` only point into its own heap allocations, and the
@@ -743,79 +767,118 @@ impl IoUringBackend {
             closing: false,
             stream_ring_exhausted: 0,
             short_writes: 0,
+            cq_overflows: 0,
+            sq_full: 0,
         };
-        backend.arm_wake()?;
+        backend.arm_wake();
         Ok(backend)
     }
 
-    /// Queues one SQE, submitting first if the SQ is full.
-    fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
-        for _ in 0..3 {
+    /// Queues one SQE. A full SQ is handed to the kernel first (`make_room`). False when it
+    /// stays full (the kernel refused the submission for now: `EAGAIN`, `EBUSY`, or an SQPOLL
+    /// thread that does not take it): the caller keeps the request for later (a re-arm list,
+    /// the flush list) or gives it up (cancels). Never an error: an error out of `poll` would
+    /// end the caller's loop over what is only back-pressure.
+    fn push(&mut self, sqe: &squeue::Entry) -> bool {
+        for _ in 0..2 {
             // SAFETY: every pointer an SQE of this backend carries points into `self.mem` or
             // into the heap buffer of a connection's `flight`, both of which outlive the
             // request (a closed connection's `flight` moves to a `Zombie` until the CQE; Drop
             // waits for the last CQE or leaks them).
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                return Ok(());
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return true;
             }
-            let mut waited = Duration::ZERO;
-            self.enter(None, &mut waited)?;
+            if !self.make_room() {
+                break;
+            }
         }
-        Err(io::Error::new(
-            io::ErrorKind::Other,
-            "io_uring submission queue stays full",
-        ))
+        self.sq_full += 1;
+        false
     }
 
-    fn arm_wake(&mut self) -> io::Result<()> {
+    /// Hands the SQEs of a full SQ to the kernel without waiting for completions (under
+    /// SQPOLL: wakes the SQ thread if it sleeps and waits until it has taken some). Their CQEs
+    /// are reaped by the caller's next reap. True when the SQ has room now.
+    fn make_room(&mut self) -> bool {
+        if self.enable().is_err() {
+            return false;
+        }
+        let done = if self.flags.sqpoll {
+            self.ring
+                .submit()
+                .and_then(|_| self.ring.submitter().squeue_wait())
+        } else {
+            let to_submit = self.ring.submission().len() as u32;
+            // SAFETY: no argument pointer is passed.
+            unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, 0, 0, None)
+            }
+        };
+        if self.ring.submission().is_empty() {
+            self.sq_sends = 0;
+        }
+        done.is_ok() && !self.ring.submission().is_full()
+    }
+
+    /// Arms the waker's multishot poll (re-tried by the next poll if the SQ refuses it).
+    fn arm_wake(&mut self) {
         let sqe = opcode::PollAdd::new(types::Fd(self.waker.fd.as_raw_fd()), libc::POLLIN as u32)
             .multi(true)
             .build()
             .user_data(KIND_WAKE);
-        self.push(sqe)?;
-        self.wake_armed = true;
-        Ok(())
+        self.wake_armed = self.push(&sqe);
     }
 
-    fn arm_recv(&mut self, id: u32) -> io::Result<()> {
+    /// Arms socket `id`'s multishot receive, or lists it for re-arming if the SQ refuses.
+    fn arm_recv(&mut self, id: u32) {
         let fd = self.sockets[id as usize].as_raw_fd();
         let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.mem.rx_msg, BGID)
             .build()
             .user_data(KIND_RECV | u64::from(id));
-        self.push(sqe)?;
-        self.armed[id as usize] = true;
-        self.armed_count += 1;
-        Ok(())
+        if self.push(&sqe) {
+            self.armed[id as usize] = true;
+            self.armed_count += 1;
+        } else {
+            self.rearm.push(id);
+        }
     }
 
-    /// Arms listener `id`'s multishot accept (accepted sockets non-blocking, close-on-exec).
-    fn arm_accept(&mut self, id: u32) -> io::Result<()> {
+    /// Arms listener `id`'s multishot accept (accepted sockets non-blocking, close-on-exec),
+    /// or lists it for re-arming if the SQ refuses.
+    fn arm_accept(&mut self, id: u32) {
         let fd = self.sockets[id as usize].as_raw_fd();
         let sqe = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
             .user_data(KIND_ACCEPT | u64::from(id));
-        self.push(sqe)?;
-        self.armed[id as usize] = true;
-        self.armed_count += 1;
-        Ok(())
+        if self.push(&sqe) {
+            self.armed[id as usize] = true;
+            self.armed_count += 1;
+        } else {
+            self.accept_rearm.push(id);
+        }
     }
 
-    /// Arms connection `id`'s multishot receive on the stream buffer ring.
-    fn arm_stream_recv(&mut self, id: ConnId) -> io::Result<()> {
+    /// Arms connection `id`'s multishot receive on the stream buffer ring. False when the SQ
+    /// refused it (the caller keeps it on the re-arm queue).
+    fn arm_stream_recv(&mut self, id: ConnId) -> bool {
         let fd = match self.conns.get(id) {
             Some(c) => c.stream.as_raw_fd(),
-            None => return Ok(()),
+            None => return true,
         };
         let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID_STREAM)
             .build()
             .user_data(conn_ud(KIND_SRECV, id));
-        self.push(sqe)?;
+        if !self.push(&sqe) {
+            return false;
+        }
         if let Some(c) = self.conns.get_mut(id) {
             c.recv_armed = true;
         }
         self.stream_requests += 1;
-        Ok(())
+        true
     }
 
     /// Makes and registers the stream buffer ring if it does not exist yet.
@@ -840,21 +903,22 @@ impl IoUringBackend {
         Ok(())
     }
 
-    /// Adds a connected, non-blocking stream and arms its receive.
-    fn register(&mut self, stream: TcpStream) -> io::Result<ConnId> {
+    /// Adds a connected, non-blocking stream and arms its receive (at the back of the re-arm
+    /// queue if the SQ refuses it).
+    fn register(&mut self, stream: TcpStream) -> ConnId {
         let id = self.conns.insert(Conn::new(stream, self.stream_send_bytes));
-        if let Err(e) = self.arm_stream_recv(id) {
-            self.conns.remove(id); // nothing on the ring: the descriptor closes here
-            return Err(e);
+        if !self.arm_stream_recv(id) {
+            self.stream_rearm.push(id);
         }
-        Ok(id)
+        id
     }
 
     /// Puts a SEND for connection `id` on the ring if bytes are released for it and none is on
-    /// the ring yet. A failure leaves the bytes queued (the next flush retries).
-    fn start_send(&mut self, id: ConnId) -> io::Result<()> {
+    /// the ring yet. If the SQ refuses it, the connection goes back on the flush list (the
+    /// next flush retries; the bytes stay queued).
+    fn start_send(&mut self, id: ConnId) {
         if self.closing {
-            return Ok(());
+            return;
         }
         let (fd, buf, len) = match self.conns.get_mut(id) {
             Some(c) if !c.failed && c.sending == 0 && c.released > 0 => {
@@ -863,22 +927,24 @@ impl IoUringBackend {
                 }
                 let len = c.released.min(c.flight.len()).min(u32::MAX as usize);
                 if len == 0 {
-                    return Ok(());
+                    return;
                 }
                 (c.stream.as_raw_fd(), c.flight.pending().as_ptr(), len)
             }
-            _ => return Ok(()),
+            _ => return,
         };
         let sqe = opcode::Send::new(types::Fd(fd), buf, len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(conn_ud(KIND_SSEND, id));
-        self.push(sqe)?;
+        if !self.push(&sqe) {
+            self.mark_dirty(id);
+            return;
+        }
         if let Some(c) = self.conns.get_mut(id) {
             c.sending = len;
         }
         self.stream_requests += 1;
-        Ok(())
     }
 
     /// Puts connection `id` back on the flush list (its send could not be queued).
@@ -894,9 +960,8 @@ impl IoUringBackend {
     /// The stream half of `flush`: releases every byte queued so far and puts a SEND on the
     /// ring for each connection that has none there yet (the others send the released bytes
     /// when their current SEND completes).
-    fn flush_streams(&mut self, report: &mut FlushReport) -> io::Result<()> {
+    fn flush_streams(&mut self, report: &mut FlushReport) {
         let mut dirty = mem::take(&mut self.dirty);
-        let mut result = Ok(());
         for &id in &dirty {
             match self.conns.get_mut(id) {
                 Some(c) => {
@@ -907,18 +972,12 @@ impl IoUringBackend {
                 }
                 None => continue,
             }
-            if let Err(e) = self.start_send(id) {
-                self.mark_dirty(id);
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
+            self.start_send(id); // if the SQ refuses it, back on the (new) list
         }
         // Keep the list's allocation; what failed stays on it.
         dirty.clear();
         mem::swap(&mut self.dirty, &mut dirty);
         self.dirty.append(&mut dirty);
-        result
     }
 
     /// Disposes of a connection already taken out of the table: closes its descriptor now if
@@ -940,7 +999,7 @@ impl IoUringBackend {
                     let cancel = opcode::AsyncCancel::new(conn_ud(kind, id))
                         .build()
                         .user_data(KIND_CANCEL);
-                    let _ = self.push(cancel);
+                    self.push(&cancel);
                 }
             }
         }
@@ -1010,17 +1069,15 @@ impl IoUringBackend {
     }
 
     /// Re-arms the receives that ended, if the buffer rings have buffers for them, and the
-    /// accepts that ended (paused listeners only when `poll_start`).
-    fn push_rearms(&mut self, poll_start: bool) -> io::Result<()> {
-        // Datagram receives, unless every buffer is waiting in the backlog (then after the
-        // next poll).
-        if self.mem.bufs.out < self.mem.bufs.entries {
-            while let Some(id) = self.rearm.pop() {
+    /// accepts that ended (paused listeners only when `poll_start`). What the SQ refuses
+    /// stays listed for the next call.
+    fn push_rearms(&mut self, poll_start: bool) {
+        // Datagram receives (a few sockets), unless every buffer is waiting in the backlog
+        // (then after the next poll).
+        if self.mem.bufs.out < self.mem.bufs.entries && !self.rearm.is_empty() {
+            for id in mem::take(&mut self.rearm) {
                 if !self.armed[id as usize] {
-                    if let Err(e) = self.arm_recv(id) {
-                        self.rearm.push(id);
-                        return Err(e);
-                    }
+                    self.arm_recv(id); // refused: back on `rearm`
                 }
             }
         }
@@ -1031,39 +1088,31 @@ impl IoUringBackend {
         if stream_room {
             while let Some(id) = self.stream_rearm.pop() {
                 let wanted = matches!(self.conns.get(id), Some(c) if !c.recv_armed && !c.failed);
-                if wanted {
-                    if let Err(e) = self.arm_stream_recv(id) {
-                        self.stream_rearm.push(id);
-                        return Err(e);
+                if wanted && !self.arm_stream_recv(id) {
+                    self.stream_rearm.push(id); // refused: the next call
+                    break;
+                }
+            }
+        }
+        if !self.accept_rearm.is_empty() {
+            for id in mem::take(&mut self.accept_rearm) {
+                if let Some(Sock::Listener(l)) = self.sockets.get_mut(id as usize) {
+                    if l.paused && !poll_start {
+                        self.accept_rearm.push(id);
+                        continue;
                     }
+                    l.paused = false;
+                }
+                if !self.armed[id as usize] {
+                    self.arm_accept(id); // refused: back on `accept_rearm`
                 }
             }
         }
-        let mut i = 0;
-        while i < self.accept_rearm.len() {
-            let id = self.accept_rearm[i];
-            if let Some(Sock::Listener(l)) = self.sockets.get_mut(id as usize) {
-                if l.paused && !poll_start {
-                    i += 1;
-                    continue;
-                }
-                l.paused = false;
-            }
-            self.accept_rearm.swap_remove(i);
-            if !self.armed[id as usize] {
-                if let Err(e) = self.arm_accept(id) {
-                    self.accept_rearm.push(id);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
-    /// One `io_uring_enter`: submits every queued SQE and, with a deadline, waits until one
-    /// CQE is there or the deadline passes; without, only reaps (GETEVENTS runs deferred task
-    /// work). The time inside is added to `waited`.
-    fn enter(&mut self, deadline: Option<Instant>, waited: &mut Duration) -> io::Result<()> {
+    /// Enables a ring created disabled (`SINGLE_ISSUER`): the calling thread becomes the one
+    /// that submits.
+    fn enable(&mut self) -> io::Result<()> {
         if self.disabled {
             self.ring
                 .submitter()
@@ -1071,19 +1120,34 @@ impl IoUringBackend {
                 .map_err(|e| step_error("enable ring", e))?;
             self.disabled = false;
         }
+        Ok(())
+    }
+
+    /// The kernel holds CQEs that did not fit the CQ (`IORING_FEAT_NODROP`); the next enter
+    /// with GETEVENTS moves them in.
+    fn cq_overflowed(&mut self) -> bool {
+        self.ring.submission().cq_overflow()
+    }
+
+    /// One `io_uring_enter`: submits every queued SQE and, with a deadline, waits until one
+    /// CQE is there or the deadline passes; without, only reaps (GETEVENTS runs deferred task
+    /// work). The time inside is added to `waited`.
+    fn enter(&mut self, deadline: Option<Instant>, waited: &mut Duration) -> io::Result<()> {
+        self.enable()?;
         loop {
             let left = deadline.map(time_left).unwrap_or(Duration::ZERO);
             let start = Instant::now();
             let res = if left.is_zero() {
                 let to_submit = self.ring.submission().len() as u32;
+                let mut flags = EnterFlags::GETEVENTS;
+                if self.flags.sqpoll && self.ring.submission().need_wakeup() {
+                    flags |= EnterFlags::SQ_WAKEUP; // else the SQEs wait for the next flush
+                }
                 // SAFETY: no argument pointer is passed.
                 unsafe {
-                    self.ring.submitter().enter::<libc::sigset_t>(
-                        to_submit,
-                        0,
-                        libc_enter_getevents(),
-                        None,
-                    )
+                    self.ring
+                        .submitter()
+                        .enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None)
                 }
             } else {
                 let ts = types::Timespec::from(left);
@@ -1141,6 +1205,9 @@ impl IoUringBackend {
         mut on_event: Option<&mut OnEvent<'_>>,
     ) -> usize {
         let mut received = 0;
+        if self.cq_overflowed() {
+            self.cq_overflows += 1;
+        }
         self.scratch.clear();
         self.scratch.extend(self.ring.completion());
         for i in 0..self.scratch.len() {
@@ -1245,7 +1312,7 @@ impl IoUringBackend {
             let cancel = opcode::AsyncCancel::new(KIND_ACCEPT | u64::from(id))
                 .build()
                 .user_data(KIND_CANCEL);
-            let _ = self.push(cancel);
+            self.push(&cancel);
         }
         false
     }
@@ -1323,9 +1390,7 @@ impl IoUringBackend {
         if n < sent {
             self.short_writes += 1;
         }
-        if self.start_send(id).is_err() {
-            self.mark_dirty(id);
-        }
+        self.start_send(id);
         false
     }
 
@@ -1419,21 +1484,14 @@ impl IoUringBackend {
         };
         let _ = stream.set_nodelay(true);
         crate::sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
-        match self.register(stream) {
-            Ok(conn) => {
-                self.stats.accepted += 1;
-                on_event(Event::Accepted {
-                    listener: SocketId(listener),
-                    conn,
-                    from,
-                });
-                true
-            }
-            Err(_) => {
-                self.stats.accept_errors += 1;
-                false
-            }
-        }
+        let conn = self.register(stream);
+        self.stats.accepted += 1;
+        on_event(Event::Accepted {
+            listener: SocketId(listener),
+            conn,
+            from,
+        });
+        true
     }
 
     /// Hands one datagram receive CQE (which carries a buffer) to the callback, or drops and
@@ -1494,7 +1552,7 @@ impl IoUringBackend {
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(KIND_CANCEL);
-        if self.push(cancel).is_err() {
+        if !self.push(&cancel) {
             return false;
         }
         self.rearm.clear();
@@ -1584,10 +1642,6 @@ fn stream_buf_count(cfg: &Config) -> usize {
     n
 }
 
-fn libc_enter_getevents() -> u32 {
-    ::io_uring::EnterFlags::GETEVENTS.bits()
-}
-
 fn round_up(n: usize, to: usize) -> usize {
     (n + to - 1) / to * to
 }
@@ -1602,11 +1656,7 @@ impl Backend for IoUringBackend {
         let socket = sys::bind_udp(addr, self.buffer_bytes)?;
         self.sockets.push(Sock::Udp(socket));
         self.armed.push(false);
-        if let Err(e) = self.arm_recv(id.0) {
-            self.sockets.pop();
-            self.armed.pop();
-            return Err(e);
-        }
+        self.arm_recv(id.0); // if the SQ refuses it, armed by the next poll
         Ok(id)
     }
 
@@ -1652,13 +1702,18 @@ impl Backend for IoUringBackend {
                 .flags(libc::MSG_DONTWAIT as u32)
                 .build()
                 .user_data(KIND_SEND | u64::from(slot));
-            if let Err(e) = self.push(sqe) {
-                // Whatever could not be queued goes back to the free list, unsent.
+            if !self.push(&sqe) {
+                // The SQ refuses even after a submit (the kernel is short of requests): the
+                // rest is dropped and counted like datagrams the kernel refuses.
                 let tx = &mut self.mem.tx;
-                let rest: Vec<u32> = tx.queued.drain(i..).collect();
-                tx.free.extend(rest);
-                tx.queued.clear();
-                return Err(e);
+                let rest = tx.queued.len() - i;
+                while tx.queued.len() > i {
+                    let slot = tx.queued.pop().expect("len > i");
+                    tx.free.push(slot);
+                }
+                report.failed += rest;
+                self.stats.send_errors += rest as u64;
+                break;
             }
             self.mem.tx.on_ring += 1;
             self.sq_sends += 1;
@@ -1666,12 +1721,12 @@ impl Backend for IoUringBackend {
             i += 1;
         }
         self.mem.tx.queued.clear();
-        let stream_result = self.flush_streams(&mut report);
+        self.flush_streams(&mut report);
         if self.flags.sqpoll && (report.sent > 0 || report.stream_bytes > 0) {
             // Wakes the SQ thread only if it sleeps (no syscall otherwise).
             self.ring.submit()?;
         }
-        stream_result.map(|()| report)
+        Ok(report)
     }
 
     fn poll(
@@ -1681,12 +1736,12 @@ impl Backend for IoUringBackend {
     ) -> io::Result<PollReport> {
         let mut report = PollReport::default();
         if !self.wake_armed {
-            self.arm_wake()?;
+            self.arm_wake();
         }
         if self.reserve.is_none() && self.listeners > 0 {
             self.reserve = File::open("/dev/null").ok();
         }
-        self.push_rearms(true)?;
+        self.push_rearms(true);
         let mut budget = self.max_events;
         let mut woke = mem::replace(&mut self.pending_wake, false);
         while budget > 0 {
@@ -1700,24 +1755,31 @@ impl Backend for IoUringBackend {
         self.commit_bufs();
         loop {
             let have = woke || budget < self.max_events || !self.backlog.is_empty();
-            if !have && self.ring.completion().is_empty() {
+            let overflowed = self.cq_overflowed();
+            if !have && !overflowed && self.ring.completion().is_empty() {
                 // The one enter of a poll: submits the tick's sends and re-arms, then waits.
                 self.enter(Some(deadline), &mut report.waited)?;
-            } else if !self.ring.submission().is_empty() {
+            } else if overflowed || !self.ring.submission().is_empty() {
                 self.enter(None, &mut report.waited)?;
             }
             let mut received = self.reap(&mut budget, &mut report, &mut woke, Some(&mut *on_event));
-            // A multishot receive takes at most 32 datagrams per run of its task work; a full
-            // run means the socket likely holds more: take them now, without blocking, while
-            // the budget lasts (one enter per >= 16 datagrams).
-            while budget > 0 && received >= BURST_RUN {
+            // Without blocking, take what is known to wait: CQEs the kernel kept when the CQ
+            // was full (the enter moves them in; the multishot requests the overflow ended
+            // are re-armed below), and, while the budget lasts, the rest of a full run of a
+            // multishot receive (it takes at most 32 datagrams per run of its task work, so
+            // the socket likely holds more; one enter per >= 16 datagrams).
+            let mut passes = 0;
+            while passes < MAX_EXTRA_PASSES
+                && (self.cq_overflowed() || (budget > 0 && received >= BURST_RUN))
+            {
+                passes += 1;
                 self.enter(None, &mut report.waited)?;
                 received = self.reap(&mut budget, &mut report, &mut woke, Some(&mut *on_event));
             }
             if !self.wake_armed {
-                self.arm_wake()?;
+                self.arm_wake();
             }
-            self.push_rearms(false)?;
+            self.push_rearms(false);
             // Only send completions came back (or nothing): wait on until the deadline.
             if woke || budget < self.max_events || Instant::now() >= deadline {
                 break;
@@ -1740,11 +1802,7 @@ impl Backend for IoUringBackend {
             paused: false,
         }));
         self.armed.push(false);
-        if let Err(e) = self.arm_accept(id.0) {
-            self.sockets.pop();
-            self.armed.pop();
-            return Err(e);
-        }
+        self.arm_accept(id.0); // if the SQ refuses it, armed by the next poll
         self.listeners += 1;
         Ok(id)
     }
@@ -1764,7 +1822,7 @@ impl Backend for IoUringBackend {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         crate::sys::set_send_buffer(stream.as_raw_fd(), self.socket_send_bytes);
-        self.register(stream)
+        Ok(self.register(stream))
     }
 
     fn send_stream(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
@@ -2459,5 +2517,161 @@ mod tests {
         assert!(io.connect(addr, Duration::from_secs(60)).is_err());
         assert_eq!(io.connections(), 1);
         assert_eq!(io.stats().accepted, 1);
+    }
+
+    /// Rings far too small for the load: a stream buffer ring of 16 buffers of 64 bytes, an SQ
+    /// of 64 entries, a CQ of 128; CONNS connections armed at once.
+    fn open_tiny(opts: &IoUringOptions) -> io::Result<IoUringBackend> {
+        let cfg = Config {
+            max_events: 64,
+            stream_read_bytes: 64,
+            max_connections: TINY_CONNS,
+            ..Config::default()
+        };
+        let sizes = RingSizes {
+            buf_entries: 64,
+            sq_entries: 64,
+            cq_entries: 128,
+            stream_bufs: 16,
+        };
+        IoUringBackend::open_sized(&cfg, opts, sizes)
+    }
+
+    const TINY_CONNS: usize = 1500;
+
+    /// The scale failure in miniature. TINY_CONNS connections (the server of the bug had
+    /// thousands) all send at once, ROUNDS times, into rings far too small for them (see
+    /// `open_tiny`): the stream ring runs dry at every poll (ENOBUFS ends most receives), the
+    /// CQ overflows (multishot requests end on overflow too), the SQ fills while re-arms and
+    /// sends are queued. Every byte must arrive, in order, and no poll may fail (under SQPOLL a
+    /// full SQ used to fail the poll: "submission queue stays full"). With every ring setup
+    /// (task work run by `poll` only, or whenever the kernel likes; SQEs submitted by `poll` or
+    /// picked up by SQPOLL).
+    #[test]
+    fn many_connections_overwhelm_tiny_rings_without_loss() {
+        if open_or_skip(&Config::default()).is_none() {
+            return;
+        }
+        let setups = [
+            IoUringOptions::default(),
+            IoUringOptions {
+                single_issuer: false,
+                ..IoUringOptions::default()
+            },
+            IoUringOptions {
+                sqpoll: true,
+                sqpoll_idle: Duration::from_millis(10),
+                ..IoUringOptions::default()
+            },
+        ];
+        for opts in &setups {
+            match open_tiny(opts) {
+                Ok(io) => overwhelm_tiny_rings(io, opts),
+                Err(e) => eprintln!("{:?} unavailable here, skipped: {}", opts, e),
+            }
+        }
+    }
+
+    /// What `overwhelm_tiny_rings` received: bytes by connection, events, polls.
+    struct Tally {
+        got: HashMap<ConnId, Vec<u8>>,
+        events: u64,
+        polls: u64,
+        end: Instant,
+    }
+
+    impl Tally {
+        fn poll(&mut self, io: &mut IoUringBackend, opts: &IoUringOptions) {
+            assert!(Instant::now() < self.end, "hang guard ({:?})", opts);
+            self.polls += 1;
+            let Tally { got, events, .. } = self;
+            io.poll(
+                Instant::now() + Duration::from_millis(5),
+                &mut |e| match e {
+                    Event::Accepted { conn, .. } => {
+                        got.insert(conn, Vec::new());
+                    }
+                    Event::Stream { conn, data } => {
+                        *events += 1;
+                        got.get_mut(&conn)
+                            .expect("bytes of an accepted connection")
+                            .extend_from_slice(data);
+                    }
+                    other => panic!("unexpected {:?} ({:?})", other, opts),
+                },
+            )
+            .unwrap_or_else(|e| panic!("poll failed ({:?}): {}", opts, e));
+        }
+    }
+
+    fn overwhelm_tiny_rings(mut io: IoUringBackend, opts: &IoUringOptions) {
+        const ROUNDS: usize = 4;
+        const MSG: usize = 40;
+        // Client `c`'s message of round `r`: its number, the round, then a pattern.
+        let message = |c: usize, r: usize| -> Vec<u8> {
+            let mut m = Vec::with_capacity(MSG);
+            m.extend_from_slice(&(c as u32).to_le_bytes());
+            m.extend_from_slice(&(r as u32).to_le_bytes());
+            m.extend((8..MSG).map(|i| (c * 31 + r * 7 + i) as u8));
+            m
+        };
+        let listener = io.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = io.local_addr(listener).unwrap();
+        let mut t = Tally {
+            got: HashMap::new(),
+            events: 0,
+            polls: 0,
+            end: Instant::now() + Duration::from_secs(120), // hang guard
+        };
+        // Connect in batches the listen backlog holds, accepting as we go.
+        let mut clients = Vec::with_capacity(TINY_CONNS);
+        while clients.len() < TINY_CONNS {
+            for _ in 0..100.min(TINY_CONNS - clients.len()) {
+                clients.push(TcpStream::connect(addr).unwrap());
+            }
+            while t.got.len() < clients.len() {
+                t.poll(&mut io, opts);
+            }
+        }
+        // Everyone sends at once, round after round, with one poll between rounds.
+        for r in 0..ROUNDS {
+            for (c, client) in clients.iter_mut().enumerate() {
+                client.write_all(&message(c, r)).unwrap();
+            }
+            t.poll(&mut io, opts);
+        }
+        let want = TINY_CONNS * ROUNDS * MSG;
+        while t.got.values().map(Vec::len).sum::<usize>() < want {
+            t.poll(&mut io, opts);
+        }
+        for bytes in t.got.values() {
+            assert_eq!(bytes.len(), ROUNDS * MSG, "{:?}", opts);
+            let c = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            let expected: Vec<u8> = (0..ROUNDS).flat_map(|r| message(c, r)).collect();
+            assert!(
+                *bytes == expected,
+                "connection of client {} ({:?})",
+                c,
+                opts
+            );
+        }
+        eprintln!(
+            "{:?}: {} events in {} polls, {} receives ended by ENOBUFS, {} reaps behind a CQ \
+             overflow, {} SQEs refused",
+            opts, t.events, t.polls, io.stream_ring_exhausted, io.cq_overflows, io.sq_full
+        );
+        assert!(
+            io.stream_ring_exhausted > 0,
+            "the stream ring never ran dry"
+        );
+        assert_eq!(io.ring.completion().overflow(), 0, "CQEs were dropped");
+        // Still armed and accounted for: one more byte each still arrives.
+        for client in clients.iter_mut() {
+            client.write_all(b"!").unwrap();
+        }
+        while t.got.values().map(Vec::len).sum::<usize>() < want + TINY_CONNS {
+            t.poll(&mut io, opts);
+        }
+        assert_eq!(io.mem.sbufs.as_ref().unwrap().out, 0);
     }
 }

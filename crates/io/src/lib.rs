@@ -86,7 +86,12 @@
 //!   again must poll once (`poll(Instant::now(), ..)` does not block). [`FlushReport::sent`]
 //!   counts datagrams handed to the ring; the kernel's refusals (`MSG_DONTWAIT`: a full socket
 //!   buffer fails the datagram, it is not retried) land in [`IoStats::send_errors`] when their
-//!   completions are reaped, so [`FlushReport::failed`] stays 0.
+//!   completions are reaped, so [`FlushReport::failed`] counts only datagrams the submission
+//!   queue could not take at all (the kernel refusing new requests).
+//! * Back-pressure is never an error: a full submission queue is handed to the kernel (and what
+//!   still does not fit waits for a later poll or flush), and completions that did not fit the
+//!   completion queue (kept by the kernel, `IORING_FEAT_NODROP`) are taken by the same poll;
+//!   the multishot requests they ended are re-armed.
 //! * A send slot is reused only once its completion came back; [`Backend::send`] on a full slab
 //!   submits and reaps first, so "flush, then send" finds room as with the other backends.
 //! * Budget: a poll delivers at most [`Config::max_events`] datagrams; completions beyond it
