@@ -60,8 +60,17 @@
 //!   of `stream_read_bytes` (about `max_events`; at most 8 MiB together unless a buffer alone is
 //!   larger than 512 KiB). Each CQE is one `Event::Stream` lending the buffer the kernel filled;
 //!   it goes back to the ring right after the callback. `res == 0` is `Closed { Eof }`, another
-//!   error `Closed { Error }`. When the ring runs dry (`ENOBUFS`) the receive ends and is
-//!   re-armed once buffers are back; the bytes wait in the socket meanwhile.
+//!   error `Closed { Error }`.
+//! * **Ring run dry.** When every buffer is taken (events beyond the budget keep theirs in the
+//!   backlog), a receive whose socket gets bytes ends with `ENOBUFS`, its bytes waiting in the
+//!   socket. It joins the back of a FIFO re-arm queue; each pass of `poll` re-arms from its front
+//!   at most as many connections as the ring has free buffers. Each of them had bytes waiting,
+//!   so each takes a buffer at once: re-arming more would only end the rest again with
+//!   `ENOBUFS`. (Re-arming the whole queue whenever any buffer came back cost thousands of
+//!   wasted re-arms and completions per poll at 8000 connections and, worse, left connections
+//!   unread for seconds while others were read over and over: their clients' handshake retries
+//!   piled up, the server spent its time on stale ones and stopped answering.) In order, every
+//!   waiting connection gets its turn within `queue length / ring size` passes.
 //! * **Send.** At most one `IORING_OP_SEND` (`MSG_NOSIGNAL`) per connection is on the ring.
 //!   Each connection has two `SendBuf`s: `send_stream` appends to `queue`; the kernel reads
 //!   from `flight`, which nothing appends to, so the bytes under a SEND never move (no copy:
@@ -615,7 +624,7 @@ pub(crate) struct IoUringBackend {
     /// Connections with bytes queued since the last flush.
     dirty: Vec<ConnId>,
     /// Connections whose multishot receive ended (`ENOBUFS`, ...) and waits to be re-armed.
-    stream_rearm: Vec<ConnId>,
+    stream_rearm: VecDeque<ConnId>,
     /// Listeners whose multishot accept ended and waits to be re-armed (paused ones by the
     /// next poll).
     accept_rearm: Vec<u32>,
@@ -640,6 +649,8 @@ pub(crate) struct IoUringBackend {
     stream_ring_exhausted: u64,
     /// Sends the kernel took only part of, for tests.
     short_writes: u64,
+    /// Stream receives put on the ring (first arms and re-arms), for tests.
+    stream_arms: u64,
     /// Reaps that found CQEs kept outside the full CQ, for tests.
     cq_overflows: u64,
     /// SQEs the SQ refused even after handing its contents to the kernel, for tests.
@@ -753,7 +764,7 @@ impl IoUringBackend {
             conns: ConnTable::new(),
             zombies: HashMap::new(),
             dirty: Vec::new(),
-            stream_rearm: Vec::new(),
+            stream_rearm: VecDeque::new(),
             accept_rearm: Vec::new(),
             reserve: None,
             listeners: 0,
@@ -767,6 +778,7 @@ impl IoUringBackend {
             closing: false,
             stream_ring_exhausted: 0,
             short_writes: 0,
+            stream_arms: 0,
             cq_overflows: 0,
             sq_full: 0,
         };
@@ -874,6 +886,7 @@ impl IoUringBackend {
         if !self.push(&sqe) {
             return false;
         }
+        self.stream_arms += 1;
         if let Some(c) = self.conns.get_mut(id) {
             c.recv_armed = true;
         }
@@ -908,7 +921,7 @@ impl IoUringBackend {
     fn register(&mut self, stream: TcpStream) -> ConnId {
         let id = self.conns.insert(Conn::new(stream, self.stream_send_bytes));
         if !self.arm_stream_recv(id) {
-            self.stream_rearm.push(id);
+            self.stream_rearm.push_back(id);
         }
         id
     }
@@ -1068,8 +1081,8 @@ impl IoUringBackend {
         self.stats.accepts_shed += shed;
     }
 
-    /// Re-arms the receives that ended, if the buffer rings have buffers for them, and the
-    /// accepts that ended (paused listeners only when `poll_start`). What the SQ refuses
+    /// Re-arms the receives that ended, as far as the buffer rings have buffers for them, and
+    /// the accepts that ended (paused listeners only when `poll_start`). What the SQ refuses
     /// stays listed for the next call.
     fn push_rearms(&mut self, poll_start: bool) {
         // Datagram receives (a few sockets), unless every buffer is waiting in the backlog
@@ -1081,17 +1094,27 @@ impl IoUringBackend {
                 }
             }
         }
-        let stream_room = match &self.mem.sbufs {
-            Some(b) => b.out < b.entries,
-            None => false,
-        };
-        if stream_room {
-            while let Some(id) = self.stream_rearm.pop() {
-                let wanted = matches!(self.conns.get(id), Some(c) if !c.recv_armed && !c.failed);
-                if wanted && !self.arm_stream_recv(id) {
-                    self.stream_rearm.push(id); // refused: the next call
+        // Stream receives (up to one per connection), oldest first, at most one per free
+        // buffer. A receive on this queue ended with bytes waiting (mostly `ENOBUFS`), so it
+        // takes a buffer as soon as it is armed: arming more than there are buffers would only
+        // end the rest at once again, and re-arming the whole queue whenever a buffer came
+        // back turned into a storm of thousands of re-arms and ENOBUFS completions per poll
+        // that starved connections for seconds. In order, so every connection gets its turn.
+        if let Some(b) = &self.mem.sbufs {
+            let mut room = b.entries - b.out;
+            while room > 0 {
+                let id = match self.stream_rearm.pop_front() {
+                    Some(id) => id,
+                    None => break,
+                };
+                if !matches!(self.conns.get(id), Some(c) if !c.recv_armed && !c.failed) {
+                    continue; // closed meanwhile, or armed again already
+                }
+                if !self.arm_stream_recv(id) {
+                    self.stream_rearm.push_front(id);
                     break;
                 }
+                room -= 1;
             }
         }
         if !self.accept_rearm.is_empty() {
@@ -1355,7 +1378,7 @@ impl IoUringBackend {
         if last && !ended {
             // Out of buffers, or ended for another reason (CQ overflow): the connection is
             // fine, its bytes wait in the socket; re-armed once buffers are back.
-            self.stream_rearm.push(id);
+            self.stream_rearm.push_back(id);
         }
         if ended || (res > 0 && bid.is_some()) {
             return true;
@@ -2543,10 +2566,12 @@ mod tests {
     /// thousands) all send at once, ROUNDS times, into rings far too small for them (see
     /// `open_tiny`): the stream ring runs dry at every poll (ENOBUFS ends most receives), the
     /// CQ overflows (multishot requests end on overflow too), the SQ fills while re-arms and
-    /// sends are queued. Every byte must arrive, in order, and no poll may fail (under SQPOLL a
-    /// full SQ used to fail the poll: "submission queue stays full"). With every ring setup
-    /// (task work run by `poll` only, or whenever the kernel likes; SQEs submitted by `poll` or
-    /// picked up by SQPOLL).
+    /// sends are queued. Every byte must arrive, in order, no poll may fail, and the work must
+    /// stay proportional to what is delivered: re-arming every waiting connection whenever a
+    /// buffer came back (what the server was doing at 8000 connections) would arm about
+    /// TINY_CONNS receives per poll for a handful of buffers, and starve some connections
+    /// for seconds. With every ring setup (task work run by `poll` only, or whenever the kernel
+    /// likes; SQEs submitted by `poll` or picked up by SQPOLL).
     #[test]
     fn many_connections_overwhelm_tiny_rings_without_loss() {
         if open_or_skip(&Config::default()).is_none() {
@@ -2633,6 +2658,7 @@ mod tests {
                 t.poll(&mut io, opts);
             }
         }
+        let arms_before = io.stream_arms;
         // Everyone sends at once, round after round, with one poll between rounds.
         for r in 0..ROUNDS {
             for (c, client) in clients.iter_mut().enumerate() {
@@ -2655,16 +2681,28 @@ mod tests {
                 opts
             );
         }
+        let arms = io.stream_arms - arms_before;
         eprintln!(
-            "{:?}: {} events in {} polls, {} receives ended by ENOBUFS, {} reaps behind a CQ \
-             overflow, {} SQEs refused",
-            opts, t.events, t.polls, io.stream_ring_exhausted, io.cq_overflows, io.sq_full
+            "{:?}: {} events in {} polls, {} receives ended by ENOBUFS, {} arms, {} reaps \
+             behind a CQ overflow, {} SQEs refused",
+            opts, t.events, t.polls, io.stream_ring_exhausted, arms, io.cq_overflows, io.sq_full
         );
         assert!(
             io.stream_ring_exhausted > 0,
             "the stream ring never ran dry"
         );
         assert_eq!(io.ring.completion().overflow(), 0, "CQEs were dropped");
+        // A round's bytes end each armed receive at most once (16 buffers serve 16 of them),
+        // and a re-arm either gets bytes (an event) or loses its buffer to a receive still
+        // armed and ends once more: about one arm per connection and round plus one per event.
+        // Re-arming the whole queue whenever a buffer came back made it ~50 per event.
+        assert!(
+            arms <= (TINY_CONNS * (ROUNDS + 1)) as u64 + t.events,
+            "{} arms for {} events ({:?})",
+            arms,
+            t.events,
+            opts
+        );
         // Still armed and accounted for: one more byte each still arrives.
         for client in clients.iter_mut() {
             client.write_all(b"!").unwrap();

@@ -114,7 +114,8 @@
 //!   provided buffer ring (16 to 256 buffers of [`Config::stream_read_bytes`], made by the first
 //!   [`Backend::listen`] or [`Backend::connect`]). The bytes of an [`Event::Stream`] are the ring
 //!   buffer the kernel filled, lent for the call and given back right after it. A ring run dry
-//!   ends a connection's receive until buffers are back, as for datagrams.
+//!   ends a connection's receive until buffers are back: the connections waiting are re-armed
+//!   in order, as many per poll pass as there are free buffers, so each gets its turn.
 //! * Sends: at most one `send` per connection on the ring, reading from a buffer that
 //!   [`Backend::send_stream`] never appends to (it appends to a second one; the two swap when
 //!   the first is empty, without copying), so the bytes under a request never move. Both count
