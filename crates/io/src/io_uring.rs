@@ -56,11 +56,13 @@
 //!   before, so a persistent failure costs one attempt per poll, never a loop. Without a reserve
 //!   the waiting connection is left in the backlog (counted once per pause).
 //! * **Receive.** Every connection has one multishot `IORING_OP_RECV` on a second provided
-//!   buffer ring (group [`BGID_STREAM`], made by the first `listen`/`connect`): 16 to 256 buffers
-//!   of `stream_read_bytes` (about `max_events`; at most 8 MiB together unless a buffer alone is
-//!   larger than 512 KiB). Each CQE is one `Event::Stream` lending the buffer the kernel filled;
-//!   it goes back to the ring right after the callback. `res == 0` is `Closed { Eof }`, another
-//!   error `Closed { Error }`.
+//!   buffer ring (group [`BGID_STREAM`], made by the first `listen`/`connect`) of one buffer of
+//!   `stream_read_bytes` per connection: `next_power_of_two(max(max_connections, max_events))`,
+//!   16 to 32768, halved while the ring would reserve more than 64 MiB (with the default
+//!   16 KiB: 4096 buffers for more than 4096 connections). The memory is an anonymous mapping,
+//!   so only the pages the kernel writes become resident. Each CQE is one `Event::Stream`
+//!   lending the buffer the kernel filled; it goes back to the ring right after the callback.
+//!   `res == 0` is `Closed { Eof }`, another error `Closed { Error }`.
 //! * **Ring run dry.** When every buffer is taken (events beyond the budget keep theirs in the
 //!   backlog), a receive whose socket gets bytes ends with `ENOBUFS`, its bytes waiting in the
 //!   socket. It joins the back of a FIFO re-arm queue; each pass of `poll` re-arms from its front
@@ -108,12 +110,14 @@
 //!   shutdown ends the request anyway), the waker is armed by the next poll. `poll`, `flush`,
 //!   `bind`, `listen` and `connect` never fail for a full SQ: an error out of `poll` would end
 //!   the caller's loop over what is only back-pressure.
-//! * **Full CQ.** The CQ is sized for every buffer of the datagram ring and every send slot,
-//!   plus 1280 (see `RingSizes`). Beyond that the kernel keeps the CQEs (`IORING_FEAT_NODROP`)
-//!   and flags the SQ (`IORING_SQ_CQ_OVERFLOW`); they move into the CQ only on an enter with
-//!   `GETEVENTS`, so `poll` enters (without waiting) and reaps again while the flag is up (at
-//!   most 64 extra passes; the next poll goes on, without waiting). Multishot requests that
-//!   the overflow ended (a last CQE without `F_MORE`) are re-armed like any other.
+//! * **Full CQ.** The CQ holds every CQE that can be posted between two reaps: one per buffer
+//!   of both rings, per send slot, two per connection (its receive's last CQE, its send's),
+//!   and 1024 more (accepts, cancels, the waker), up to the kernel's 65536. Beyond that the
+//!   kernel keeps the CQEs (`IORING_FEAT_NODROP`) and flags the SQ (`IORING_SQ_CQ_OVERFLOW`);
+//!   they move into the CQ only on an enter with `GETEVENTS`, so `poll` enters (without
+//!   waiting) and reaps again while the flag is up (at most 64 extra passes; the next poll goes
+//!   on, without waiting). Multishot requests that the overflow ended (a last CQE without
+//!   `F_MORE`) are re-armed like any other.
 //!
 //! # Wake-ups
 //!
@@ -185,9 +189,11 @@ const KIND_SSEND: u64 = 7 << 56;
 const CONN_INDEX_LIMIT: usize = 1 << 24;
 /// Bounds of the stream buffer ring's size (in buffers of `stream_read_bytes`).
 const STREAM_BUFS_MIN: usize = 16;
-const STREAM_BUFS_MAX: usize = 256;
-/// The stream buffer ring is halved (down to `STREAM_BUFS_MIN`) until it fits in this.
-const STREAM_RING_BYTES: usize = 8 << 20;
+const STREAM_BUFS_MAX: usize = BUF_RING_MAX;
+/// The stream buffer ring is halved (down to `STREAM_BUFS_MIN`) until it fits in this. The
+/// memory is reserved, not touched: a buffer's pages become resident once the kernel writes
+/// into them, so small reads (game traffic) make about a page per buffer resident.
+const STREAM_RING_BYTES: usize = 64 << 20;
 /// Most pending connections one descriptor-exhaustion episode sheds with the reserve.
 const SHED_MAX: usize = 64;
 /// Most buffers one provided buffer ring can hold.
@@ -900,7 +906,7 @@ impl IoUringBackend {
             return Ok(());
         }
         let bufs = BufRing::new(self.stream_bufs, self.stream_read_bytes)?;
-        // SAFETY: the ring memory is page aligned, `stream_bufs` (a power of two <= 256) long,
+        // SAFETY: the ring memory is page aligned, `stream_bufs` (a power of two <= 32768) long,
         // and lives in `KernelMem`, which is freed only after every request ended (see Drop).
         unsafe {
             self.ring.submitter().register_buf_ring_with_flags(
@@ -1635,10 +1641,16 @@ impl RingSizes {
             .checked_next_power_of_two()
             .unwrap_or(SQ_MAX)
             .clamp(64, SQ_MAX);
-        // Headroom for stream completions (the stream buffer ring, sends, accepts).
+        let stream_bufs = stream_buf_count(cfg);
+        // Every CQE that can be posted between two reaps: one per buffer of either ring (each
+        // data CQE holds one), per send slot, and per connection its receive's last CQE and
+        // its send's; the rest (accepts, cancels, the waker) in the spare 1024. Beyond
+        // CQ_MAX the kernel keeps the overflow (IORING_FEAT_NODROP) and `poll` takes it.
         let cq_entries = buf_entries
+            .saturating_add(stream_bufs)
             .saturating_add(cfg.send_queue)
-            .saturating_add(1024 + STREAM_BUFS_MAX)
+            .saturating_add(cfg.max_connections.min(CONN_INDEX_LIMIT).saturating_mul(2))
+            .saturating_add(1024)
             .checked_next_power_of_two()
             .unwrap_or(CQ_MAX)
             .min(CQ_MAX);
@@ -1646,16 +1658,18 @@ impl RingSizes {
             buf_entries,
             sq_entries,
             cq_entries,
-            stream_bufs: stream_buf_count(cfg),
+            stream_bufs,
         }
     }
 }
 
-/// Buffers of the stream receive ring: about one poll's budget, 16 to 256, fewer when
-/// `stream_read_bytes` is large (at most 8 MiB together unless that leaves fewer than 16).
+/// Buffers of the stream receive ring: one per connection (`max_connections`, and at least a
+/// poll's budget), a power of two from 16 to 32768, fewer when that would take more than
+/// `STREAM_RING_BYTES` together (but never fewer than 16).
 fn stream_buf_count(cfg: &Config) -> usize {
     let mut n = cfg
-        .max_events
+        .max_connections
+        .max(cfg.max_events)
         .checked_next_power_of_two()
         .unwrap_or(STREAM_BUFS_MAX)
         .clamp(STREAM_BUFS_MIN, STREAM_BUFS_MAX);
@@ -2030,6 +2044,33 @@ mod tests {
         );
     }
 
+    /// The stream ring and the CQ grow with max_connections: one buffer per connection while
+    /// the ring reserves at most 64 MiB, a CQ with room for every connection's last CQEs.
+    #[test]
+    fn ring_sizes_follow_max_connections() {
+        let server = Config {
+            max_connections: 8064,
+            send_queue: 8192,
+            ..Config::default()
+        };
+        let sizes = RingSizes::new(&server);
+        assert_eq!(sizes.stream_bufs, 4096, "64 MiB of 16 KiB buffers");
+        assert_eq!(sizes.cq_entries, CQ_MAX);
+        let small = Config {
+            max_connections: 1000,
+            stream_read_bytes: 4096,
+            ..Config::default()
+        };
+        let sizes = RingSizes::new(&small);
+        assert_eq!(sizes.stream_bufs, 1024);
+        assert!(sizes.cq_entries >= 4096 + 1024 + 4096 + 2 * 1000 + 1024);
+        let huge_reads = Config {
+            stream_read_bytes: 16 << 20,
+            ..Config::default()
+        };
+        assert_eq!(RingSizes::new(&huge_reads).stream_bufs, STREAM_BUFS_MIN);
+    }
+
     #[test]
     fn setup_errors_name_cause_and_fix() {
         let eperm = setup_error(io::Error::from_raw_os_error(libc::EPERM)).to_string();
@@ -2401,6 +2442,7 @@ mod tests {
         let cfg = Config {
             max_events: 4,
             stream_read_bytes: 16,
+            max_connections: 1,
             ..Config::default()
         };
         let mut io = match open_or_skip(&cfg) {
