@@ -58,8 +58,8 @@
 //! * **Receive.** Every connection has one multishot `IORING_OP_RECV` on a second provided
 //!   buffer ring (group [`BGID_STREAM`], made by the first `listen`/`connect`) of one buffer of
 //!   `stream_read_bytes` per connection: `next_power_of_two(max(max_connections, max_events))`,
-//!   16 to 32768, halved while the ring would reserve more than 64 MiB (with the default
-//!   16 KiB: 4096 buffers for more than 4096 connections). The memory is an anonymous mapping,
+//!   16 to 32768, halved while the ring would reserve more than 32 MiB (with the default
+//!   16 KiB: 2048 buffers for more than 2048 connections). The memory is an anonymous mapping,
 //!   so only the pages the kernel writes become resident. Each CQE is one `Event::Stream`
 //!   lending the buffer the kernel filled; it goes back to the ring right after the callback.
 //!   `res == 0` is `Closed { Eof }`, another error `Closed { Error }`.
@@ -193,7 +193,7 @@ const STREAM_BUFS_MAX: usize = BUF_RING_MAX;
 /// The stream buffer ring is halved (down to `STREAM_BUFS_MIN`) until it fits in this. The
 /// memory is reserved, not touched: a buffer's pages become resident once the kernel writes
 /// into them, so small reads (game traffic) make about a page per buffer resident.
-const STREAM_RING_BYTES: usize = 64 << 20;
+const STREAM_RING_BYTES: usize = 32 << 20;
 /// Most pending connections one descriptor-exhaustion episode sheds with the reserve.
 const SHED_MAX: usize = 64;
 /// Most buffers one provided buffer ring can hold.
@@ -2045,7 +2045,7 @@ mod tests {
     }
 
     /// The stream ring and the CQ grow with max_connections: one buffer per connection while
-    /// the ring reserves at most 64 MiB, a CQ with room for every connection's last CQEs.
+    /// the ring reserves at most 32 MiB, a CQ with room for every connection's last CQEs.
     #[test]
     fn ring_sizes_follow_max_connections() {
         let server = Config {
@@ -2054,8 +2054,9 @@ mod tests {
             ..Config::default()
         };
         let sizes = RingSizes::new(&server);
-        assert_eq!(sizes.stream_bufs, 4096, "64 MiB of 16 KiB buffers");
-        assert_eq!(sizes.cq_entries, CQ_MAX);
+        assert_eq!(sizes.stream_bufs, 2048, "32 MiB of 16 KiB buffers");
+        assert_eq!(sizes.cq_entries, 32768);
+        assert!(sizes.cq_entries >= 4096 + 2048 + 8192 + 2 * 8064 + 1024);
         let small = Config {
             max_connections: 1000,
             stream_read_bytes: 4096,

@@ -114,7 +114,7 @@
 //! * One multishot accept per listener and one multishot `recv` per connection, on a second
 //!   provided buffer ring (made by the first [`Backend::listen`] or [`Backend::connect`]) of a
 //!   buffer of [`Config::stream_read_bytes`] per connection ([`Config::max_connections`], at
-//!   most 32768 buffers and, while more than 16, at most 64 MiB reserved; only the pages the
+//!   most 32768 buffers and, while more than 16, at most 32 MiB reserved; only the pages the
 //!   kernel writes become resident). The bytes of an [`Event::Stream`] are the ring buffer the
 //!   kernel filled, lent for the call and given back right after it. A ring run dry ends a
 //!   connection's receive until buffers are back: the connections waiting are re-armed in
