@@ -86,7 +86,13 @@
 //!   again must poll once (`poll(Instant::now(), ..)` does not block). [`FlushReport::sent`]
 //!   counts datagrams handed to the ring; the kernel's refusals (`MSG_DONTWAIT`: a full socket
 //!   buffer fails the datagram, it is not retried) land in [`IoStats::send_errors`] when their
-//!   completions are reaped, so [`FlushReport::failed`] stays 0.
+//!   completions are reaped, so [`FlushReport::failed`] counts only datagrams the submission
+//!   queue could not take at all (the kernel refusing new requests).
+//! * Back-pressure is never an error: a full submission queue is handed to the kernel (and what
+//!   still does not fit waits for a later poll or flush), and completions that did not fit the
+//!   completion queue (kept by the kernel, `IORING_FEAT_NODROP`) are taken by the same poll;
+//!   the multishot requests they ended are re-armed. The completion queue is sized from
+//!   [`Config::max_connections`] among others.
 //! * A send slot is reused only once its completion came back; [`Backend::send`] on a full slab
 //!   submits and reaps first, so "flush, then send" finds room as with the other backends.
 //! * Budget: a poll delivers at most [`Config::max_events`] datagrams; completions beyond it
@@ -106,10 +112,13 @@
 //! Streams, on the same ring:
 //!
 //! * One multishot accept per listener and one multishot `recv` per connection, on a second
-//!   provided buffer ring (16 to 256 buffers of [`Config::stream_read_bytes`], made by the first
-//!   [`Backend::listen`] or [`Backend::connect`]). The bytes of an [`Event::Stream`] are the ring
-//!   buffer the kernel filled, lent for the call and given back right after it. A ring run dry
-//!   ends a connection's receive until buffers are back, as for datagrams.
+//!   provided buffer ring (made by the first [`Backend::listen`] or [`Backend::connect`]) of a
+//!   buffer of [`Config::stream_read_bytes`] per connection ([`Config::max_connections`], at
+//!   most 32768 buffers and, while more than 16, at most 32 MiB reserved; only the pages the
+//!   kernel writes become resident). The bytes of an [`Event::Stream`] are the ring buffer the
+//!   kernel filled, lent for the call and given back right after it. A ring run dry ends a
+//!   connection's receive until buffers are back: the connections waiting are re-armed in
+//!   order, as many per poll pass as there are free buffers, so each gets its turn.
 //! * Sends: at most one `send` per connection on the ring, reading from a buffer that
 //!   [`Backend::send_stream`] never appends to (it appends to a second one; the two swap when
 //!   the first is empty, without copying), so the bytes under a request never move. Both count
