@@ -161,7 +161,6 @@ struct Streams {
     udp: SocketId,
     /// By `ConnId::index`; the entry's own id carries the generation.
     conns: Vec<Option<Conn>>,
-    open: usize,
     limits: Limits,
     stream_limits: StreamLimits,
     outbox: Outbox,
@@ -189,7 +188,6 @@ impl Net {
             streams: Streams {
                 udp,
                 conns: Vec::new(),
-                open: 0,
                 limits: Limits::default(),
                 stream_limits,
                 outbox: Outbox::new(),
@@ -237,11 +235,22 @@ impl Net {
         server: &mut GameServer,
         clock: &dyn Fn(Instant) -> Now,
     ) -> io::Result<(Duration, usize)> {
-        let Net { backend, streams } = self;
-        let now = clock(Instant::now());
-        let report = backend.poll(until, &mut |event| streams.on_event(event, server, now))?;
-        self.settle(server, clock(Instant::now()));
+        let report = self.poll_once(until, server, clock(Instant::now()))?;
         Ok((report.waited, report.events))
+    }
+
+    /// One poll of the backend until `deadline`, every event handed to the core at `now`,
+    /// then [`Net::settle`].
+    fn poll_once(
+        &mut self,
+        deadline: Instant,
+        server: &mut GameServer,
+        now: Now,
+    ) -> io::Result<tickwire_io::PollReport> {
+        let Net { backend, streams } = self;
+        let report = backend.poll(deadline, &mut |event| streams.on_event(event, server, now))?;
+        self.settle(server, now);
+        Ok(report)
     }
 
     /// Takes everything queued on the backend without blocking, in polls of up to
@@ -257,11 +266,8 @@ impl Net {
         let mut events = 0;
         let past = Instant::now();
         for _ in 0..MAX_DRAIN_POLLS {
-            let now = clock(Instant::now());
-            let Net { backend, streams } = self;
-            let report = backend.poll(past, &mut |event| streams.on_event(event, server, now))?;
+            let report = self.poll_once(past, server, clock(Instant::now()))?;
             events += report.events;
-            self.settle(server, now);
             if report.events < max_events {
                 break;
             }
@@ -320,7 +326,7 @@ impl Net {
             }
         }
         streams.close_doomed(backend.as_mut(), server, now);
-        census.open = streams.open;
+        census.open = backend.connections();
         streams.census = census;
     }
 
@@ -355,7 +361,6 @@ impl Streams {
         if slot.as_ref().map(|c| c.id) != Some(id) {
             return None;
         }
-        self.open -= 1;
         slot.take()
     }
 
@@ -442,7 +447,6 @@ impl Streams {
                     opened: now.mono,
                     authed: false,
                 });
-                self.open += 1;
             }
             Event::Stream { conn, data } => {
                 let Streams {
